@@ -1,0 +1,153 @@
+"""Imputation on california: hide 30% of observed cells (MCAR), train, impute, score.
+
+Prints MAE / RMSE on z-scored numeric cells and accuracy on categorical cells for
+duckdb-diffusion next to mean/mode and scikit-learn's IterativeImputer (MICE), on the same masks
+in the same run, with wall seconds. Run from the repository root:
+
+    .venv/bin/python benchmarks/impute_california.py [--masks 3] [--max-seconds 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import duckdb_diffusion as ddf
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "california.parquet"
+
+
+def hide(table: pa.Table, rate: float, seed: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """MCAR: each observed cell is hidden with probability ``rate``; returns the hidden masks."""
+    rng = np.random.default_rng(seed)
+    columns, hidden = [], {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        mask = (rng.random(len(column)) < rate) & ~column.is_null().to_numpy(zero_copy_only=False)
+        hidden[name] = mask
+        columns.append(pc.if_else(pa.array(mask), pa.nulls(len(column), column.type), column))
+    return pa.table(columns, names=table.column_names), hidden
+
+
+def score(truth: pa.Table, imputed, hidden, numeric, categorical) -> dict:
+    errors, hits = [], []
+    for name in numeric:
+        true = truth.column(name).to_numpy().astype(float)
+        mean, std = np.nanmean(true), np.nanstd(true)
+        got = np.asarray(imputed[name], dtype=float)
+        errors.append(((got - true) / std)[hidden[name]])
+    for name in categorical:
+        true = np.asarray(truth.column(name).to_pylist(), dtype=object)
+        got = np.asarray(imputed[name], dtype=object)
+        hits.append((got == true)[hidden[name]])
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    return {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "acc": float(np.concatenate(hits).mean()) if hits else float("nan"),
+    }
+
+
+def mean_mode(masked: pa.Table, numeric, categorical) -> dict:
+    out = {}
+    for name in numeric:
+        values = masked.column(name).to_numpy(zero_copy_only=False).astype(float)
+        out[name] = np.where(np.isnan(values), np.nanmean(values), values)
+    for name in categorical:
+        column = masked.column(name)
+        counts = pc.value_counts(column.drop_null()).to_pylist()
+        mode = max(counts, key=lambda item: item["counts"])["values"]
+        out[name] = np.asarray(column.fill_null(mode).to_pylist(), dtype=object)
+    return out
+
+
+def mice(masked: pa.Table, numeric, categorical, seed: int) -> dict:
+    """IterativeImputer on numeric columns plus one-hot categoricals (argmax decodes them)."""
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    blocks, levels = [], {}
+    for name in numeric:
+        blocks.append(masked.column(name).to_numpy(zero_copy_only=False).astype(float)[:, None])
+    for name in categorical:
+        values = np.asarray(masked.column(name).to_pylist(), dtype=object)
+        levels[name] = sorted({v for v in values if v is not None})
+        onehot = np.array([[float(v == lv) for lv in levels[name]] for v in values])
+        onehot[values == None] = np.nan  # noqa: E711
+        blocks.append(onehot)
+    matrix = np.hstack(blocks)
+    filled = IterativeImputer(max_iter=10, random_state=seed).fit_transform(matrix)
+    out, col = {}, 0
+    for name in numeric:
+        out[name] = filled[:, col]
+        col += 1
+    for name in categorical:
+        width = len(levels[name])
+        out[name] = np.asarray(levels[name], dtype=object)[filled[:, col : col + width].argmax(1)]
+        col += width
+    return out
+
+
+def diffusion(masked: pa.Table, numeric, categorical, seed: int, settings: dict) -> dict:
+    con = duckdb.connect()
+    con.register("masked_view", masked)
+    con.execute("CREATE TABLE california AS SELECT * FROM masked_view")
+    ddf.train(con, "california", seed=seed, **settings)
+    result = ddf.impute(con, "california", seed=seed).to_arrow_table()
+    con.close()
+    out = {name: result.column(name).to_numpy(zero_copy_only=False) for name in numeric}
+    for name in categorical:
+        out[name] = np.asarray(result.column(name).to_pylist(), dtype=object)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--masks", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=0.3)
+    parser.add_argument("--rows", type=int, default=0, help="sample this many rows (0: all)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="training time budget")
+    args = parser.parse_args()
+
+    truth = duckdb.sql(f"SELECT * FROM '{DATA}'").to_arrow_table()
+    if args.rows:
+        truth = truth.take(np.random.default_rng(0).permutation(truth.num_rows)[: args.rows])
+    numeric = [f.name for f in truth.schema if pa.types.is_floating(f.type)]
+    categorical = [f.name for f in truth.schema if pa.types.is_string(f.type)]
+    settings = {"progress": False}
+    if args.max_seconds is not None:
+        settings["max_seconds"] = args.max_seconds
+
+    methods = {
+        "mean/mode": lambda m, s: mean_mode(m, numeric, categorical),
+        "MICE (IterativeImputer)": lambda m, s: mice(m, numeric, categorical, s),
+        "duckdb-diffusion": lambda m, s: diffusion(m, numeric, categorical, s, settings),
+    }
+    results = {name: [] for name in methods}
+    for seed in range(args.masks):
+        masked, hidden = hide(truth, args.rate, seed)
+        for name, method in methods.items():
+            start = time.perf_counter()
+            imputed = method(masked, seed)
+            seconds = time.perf_counter() - start
+            results[name].append({**score(truth, imputed, hidden, numeric, categorical), "s": seconds})
+            print(f"mask {seed} {name}: {results[name][-1]}", flush=True)
+
+    print(f"\ncalifornia, {truth.num_rows} rows, {args.rate:.0%} MCAR, {args.masks} masks (mean ± sd)")
+    print(f"| method | MAE | RMSE | cat. accuracy | wall s |\n|---|---|---|---|---|")
+    for name, runs in results.items():
+        cells = []
+        for key in ("mae", "rmse", "acc", "s"):
+            values = np.array([r[key] for r in runs])
+            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""duckdb-diffusion: latent-diffusion imputation and synthesis for DuckDB tables.
+
+Inference needs duckdb, pyarrow, numpy and onnxruntime only; ``train`` needs the ``train``
+extra (torch), imported only when called.
+"""
+
+from .api import (
+    impute,
+    impute_batches,
+    install,
+    load_model,
+    models,
+    synthesize,
+    synthesize_batches,
+    train,
+)
+from .artifact import ArtifactError
+from .registry import ModelNotFoundError
+from .source import SourceError
+
+__version__ = "0.1.0"
+__all__ = [
+    "ArtifactError",
+    "ModelNotFoundError",
+    "SourceError",
+    "impute",
+    "impute_batches",
+    "install",
+    "load_model",
+    "models",
+    "synthesize",
+    "synthesize_batches",
+    "train",
+]

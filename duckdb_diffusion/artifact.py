@@ -1,0 +1,81 @@
+"""A trained model as data: ONNX graphs plus one JSON spec. Never a pickle.
+
+The spec holds everything the runtime needs and everything a user may ask: the source's
+columns and their kinds, the Arrow schema of the output, the fitted transforms, NULL rates,
+the sampler's settings, training metrics, the library versions that made it, and a SHA-256 of
+each graph so a damaged artifact is refused rather than run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+GRAPHS = ("impute", "synthesize")
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be used: damaged, incomplete, or from a newer format."""
+
+
+@dataclass
+class Artifact:
+    spec: dict
+    graphs: dict[str, bytes]
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @classmethod
+    def create(cls, spec: dict, graphs: dict[str, bytes]) -> Artifact:
+        spec = dict(spec)
+        spec["format_version"] = FORMAT_VERSION
+        spec["graphs"] = {name: _digest(graphs[name]) for name in GRAPHS}
+        return cls(spec, dict(graphs))
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def parse(cls, spec_json: str, graphs: dict[str, bytes], where: str) -> Artifact:
+        """Rebuild and verify an artifact read from storage; ``where`` names it in errors."""
+        try:
+            spec = json.loads(spec_json)
+        except (TypeError, ValueError) as error:
+            raise ArtifactError(f"model {where}: its spec is not valid JSON ({error})") from None
+        version = spec.get("format_version")
+        if not isinstance(version, int):
+            raise ArtifactError(f"model {where}: its spec has no format_version")
+        if version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"model {where} was written by a newer duckdb-diffusion (format {version}; this "
+                f"one reads up to {FORMAT_VERSION}): upgrade duckdb-diffusion or retrain the model"
+            )
+        for name in GRAPHS:
+            data = graphs.get(name)
+            expected = spec.get("graphs", {}).get(name)
+            if data is None or expected is None or _digest(data) != expected:
+                raise ArtifactError(
+                    f"model {where}: its {name} graph is missing or damaged (checksum mismatch); "
+                    f"retrain it"
+                )
+        return cls(spec, graphs)
+
+
+def encode_schema(schema: pa.Schema) -> str:
+    """An Arrow schema as base64 of its IPC serialisation: exact types, no code."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def decode_schema(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

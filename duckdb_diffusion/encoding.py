@@ -1,0 +1,274 @@
+"""Arrow batches <-> the model's arrays, through transforms fitted once and kept as plain data.
+
+The model sees two arrays and a mask per batch:
+
+- ``num``  float32 [rows, numeric columns]: each value mapped through its column's empirical
+  quantiles onto a standard normal (robust to skew and outliers, invertible, range-bounded);
+- ``cat``  int64   [rows, categorical columns]: an index into the column's vocabulary, where
+  the last index is the bucket for rare levels and levels never seen in training;
+- ``mask`` float32 [rows, numeric + categorical columns]: 1 where the cell is observed.
+
+A cell is unobserved when it is NULL, or NaN/inf (which the model cannot learn from but which
+imputation must leave as they are: only NULL cells are ever filled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import CATEGORICAL, NUMERIC, TEMPORAL, ColumnSpec
+
+MAX_KNOTS = 1024
+# Levels rarer than this share one bucket, so the model does not spend capacity on noise.
+RARE_FRACTION = 0.0005
+MAX_LEVELS = 256
+
+
+@dataclass
+class Encoded:
+    num: np.ndarray
+    cat: np.ndarray
+    mask: np.ndarray
+
+
+class NumericTransform:
+    """Quantile-normal transform of one numeric or temporal column (a monotone lookup table)."""
+
+    def __init__(self, knots_x, knots_z, integral: bool, scale: int | None = None):
+        self.knots_x = np.asarray(knots_x, dtype=np.float64)
+        self.knots_z = np.asarray(knots_z, dtype=np.float64)
+        self.integral = integral
+        self.scale = scale
+
+    @classmethod
+    def fit(cls, values: np.ndarray, integral: bool, scale: int | None = None):
+        values = np.sort(values[np.isfinite(values)])
+        unique, counts = np.unique(values, return_counts=True)
+        # Mid-rank probability of each distinct value; ties share one normal score.
+        upper = np.cumsum(counts)
+        prob = (upper - counts / 2.0) / len(values)
+        if len(unique) > MAX_KNOTS:
+            pick = np.unique(np.linspace(0, len(unique) - 1, MAX_KNOTS).round().astype(int))
+            unique, prob = unique[pick], prob[pick]
+        eps = 0.5 / len(values)
+        ppf = NormalDist().inv_cdf
+        z = np.array([ppf(min(max(p, eps), 1 - eps)) for p in prob])
+        if len(unique) == 1:
+            z = np.zeros(1)
+        return cls(unique, z, integral, scale)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if len(self.knots_x) == 1:
+            return np.zeros_like(x)
+        return np.interp(x, self.knots_x, self.knots_z)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        if len(self.knots_x) == 1:
+            return np.full_like(z, self.knots_x[0], dtype=np.float64)
+        return np.interp(z, self.knots_z, self.knots_x)
+
+    def finish(self, x: np.ndarray) -> np.ndarray:
+        """Round a value in data space as the column's type requires."""
+        if self.integral:
+            return np.round(x)
+        if self.scale is not None:
+            return np.round(x, self.scale)
+        return x
+
+    def to_json(self) -> dict:
+        return {
+            "knots_x": self.knots_x.tolist(),
+            "knots_z": self.knots_z.tolist(),
+            "integral": self.integral,
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict):
+        return cls(data["knots_x"], data["knots_z"], data["integral"], data.get("scale"))
+
+
+class Vocabulary:
+    """Levels of one categorical column; index ``len(levels)`` is the rare/unseen bucket."""
+
+    def __init__(self, levels: list, rare_fill):
+        self.levels = list(levels)
+        self.rare_fill = rare_fill
+
+    @property
+    def size(self) -> int:
+        return len(self.levels) + 1
+
+    @classmethod
+    def fit(cls, array: pa.Array):
+        counts = pc.value_counts(_plain(array).drop_null()).to_pylist()
+        counts.sort(key=lambda item: (-item["counts"], str(item["values"])))
+        total = sum(item["counts"] for item in counts)
+        keep, rare = [], []
+        for item in counts:
+            frequent = item["counts"] >= max(2, RARE_FRACTION * total) or len(counts) <= 2
+            (keep if frequent and len(keep) < MAX_LEVELS else rare).append(item["values"])
+        rare_fill = rare[0] if rare else (keep[0] if keep else None)
+        return cls(keep, rare_fill)
+
+    def index(self, array: pa.Array) -> np.ndarray:
+        plain = _plain(array)
+        value_set = pa.array(self.levels, type=plain.type) if self.levels else None
+        if value_set is None:
+            return np.full(len(plain), len(self.levels), dtype=np.int64)
+        idx = pc.index_in(plain, value_set=value_set)
+        return idx.fill_null(len(self.levels)).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def values(self, idx: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+        table = pa.array([*self.levels, self.rare_fill], type=_plain_type(arrow_type))
+        taken = table.take(pa.array(idx, type=pa.int64()))
+        return taken.cast(arrow_type) if taken.type != arrow_type else taken
+
+    def to_json(self) -> dict:
+        return {"levels": self.levels, "rare_fill": self.rare_fill}
+
+    @classmethod
+    def from_json(cls, data: dict):
+        return cls(data["levels"], data["rare_fill"])
+
+
+class Encoder:
+    """Each modelled column's transform, in model order: numeric columns, then categorical."""
+
+    def __init__(self, columns: list[ColumnSpec], numeric: list, vocabularies: list):
+        self.columns = columns
+        self.numeric_columns = [c for c in columns if c.kind in (NUMERIC, TEMPORAL)]
+        self.categorical_columns = [c for c in columns if c.kind == CATEGORICAL]
+        self.numeric = numeric
+        self.vocabularies = vocabularies
+
+    @property
+    def modelled_names(self) -> list[str]:
+        return [c.name for c in (*self.numeric_columns, *self.categorical_columns)]
+
+    @property
+    def category_sizes(self) -> list[int]:
+        return [v.size for v in self.vocabularies]
+
+    @classmethod
+    def fit(cls, table: pa.Table, columns: list[ColumnSpec]) -> Encoder:
+        numeric, vocabularies = [], []
+        for spec in columns:
+            array = table.column(spec.name).combine_chunks()
+            if spec.kind in (NUMERIC, TEMPORAL):
+                numeric.append(
+                    NumericTransform.fit(
+                        numeric_values(array), spec.integral, decimal_scale(array.type)
+                    )
+                )
+            elif spec.kind == CATEGORICAL:
+                vocabularies.append(Vocabulary.fit(array))
+        return cls(columns, numeric, vocabularies)
+
+    def encode(self, batch: pa.RecordBatch | pa.Table) -> Encoded:
+        rows = batch.num_rows
+        num = np.zeros((rows, len(self.numeric)), dtype=np.float32)
+        cat = np.zeros((rows, len(self.vocabularies)), dtype=np.int64)
+        mask = np.zeros((rows, len(self.numeric) + len(self.vocabularies)), dtype=np.float32)
+        for j, (spec, transform) in enumerate(zip(self.numeric_columns, self.numeric, strict=True)):
+            values = numeric_values(_column(batch, spec.name))
+            observed = np.isfinite(values)
+            num[:, j] = np.where(observed, transform.forward(np.where(observed, values, 0)), 0)
+            mask[:, j] = observed
+        offset = len(self.numeric)
+        for j, (spec, vocab) in enumerate(
+            zip(self.categorical_columns, self.vocabularies, strict=True)
+        ):
+            array = _column(batch, spec.name)
+            observed = ~_null_mask(array)
+            cat[:, j] = np.where(observed, vocab.index(array), 0)
+            mask[:, offset + j] = observed
+        return Encoded(num, cat, mask)
+
+    def decode_numeric(self, z: np.ndarray) -> np.ndarray:
+        """Normal scores [..., numeric columns] -> values in data space (not yet rounded)."""
+        out = np.empty(z.shape, dtype=np.float64)
+        for j, transform in enumerate(self.numeric):
+            out[..., j] = transform.inverse(z[..., j].astype(np.float64))
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "numeric": [t.to_json() for t in self.numeric],
+            "categorical": [v.to_json() for v in self.vocabularies],
+        }
+
+    @classmethod
+    def from_json(cls, columns: list[ColumnSpec], data: dict) -> Encoder:
+        numeric = [NumericTransform.from_json(d) for d in data["numeric"]]
+        vocabularies = [Vocabulary.from_json(d) for d in data["categorical"]]
+        return cls(columns, numeric, vocabularies)
+
+
+def numeric_values(array: pa.Array) -> np.ndarray:
+    """Any numeric/temporal Arrow array -> float64 with NaN where NULL."""
+    array = _plain(array)
+    kind = array.type
+    if pa.types.is_date32(kind):
+        array = array.cast(pa.int32())
+    elif pa.types.is_date64(kind):
+        array = array.cast(pa.int64())
+    elif pa.types.is_timestamp(kind):
+        array = array.cast(pa.int64())
+    elif pa.types.is_boolean(kind):
+        array = array.cast(pa.int8())
+    floats = array.cast(pa.float64(), safe=False)
+    return floats.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def to_arrow(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """Rounded float64 values -> an Arrow array of the column's own type."""
+    if pa.types.is_integer(arrow_type):
+        info = np.iinfo(arrow_type.to_pandas_dtype())
+        clipped = np.clip(values, info.min, info.max)
+        return pa.array(clipped.astype(np.int64 if info.min < 0 else np.uint64)).cast(arrow_type)
+    if pa.types.is_date32(arrow_type):
+        return pa.array(values.astype(np.int32)).cast(arrow_type)
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date64(arrow_type):
+        return pa.array(values.astype(np.int64)).cast(arrow_type)
+    if pa.types.is_decimal(arrow_type):
+        return pa.array(values).cast(arrow_type, safe=False)
+    return pa.array(values).cast(arrow_type)
+
+
+def decimal_scale(arrow_type: pa.DataType) -> int | None:
+    return arrow_type.scale if pa.types.is_decimal(arrow_type) else None
+
+
+def fill_nulls(original: pa.Array, filled: pa.Array) -> pa.Array:
+    """Keep every non-NULL cell of ``original`` as it is; take ``filled`` where it is NULL."""
+    if original.null_count == 0:
+        return original
+    return pc.if_else(pc.is_null(original), filled, original)
+
+
+def _column(batch, name: str) -> pa.Array:
+    column = batch.column(name)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _null_mask(array: pa.Array) -> np.ndarray:
+    return array.is_null().to_numpy(zero_copy_only=False)
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """Dictionary (ENUM) arrays as their value type, so lookups compare values."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        return array.dictionary_decode()
+    return array
+
+
+def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type

@@ -1,0 +1,181 @@
+"""A loaded model: onnxruntime sessions plus the encoder, working on Arrow record batches.
+
+``Model.impute_batch`` fills NULL cells of modelled columns and returns every other cell as it
+came, in the same order; only rows with a NULL to fill reach the graph. ``Model.synthesize_batch``
+makes rows ``start .. start+count`` of a synthetic table, so any split into batches gives the
+same table.
+
+Execution provider: CUDA when onnxruntime-gpu can actually bring it up, else CPU; which one
+runs is read back from the session (onnxruntime lists CUDA as available even where it cannot
+load) and reported by ``Model.provider``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import noise
+from .artifact import Artifact, decode_schema
+from .encoding import Encoder, fill_nulls, to_arrow
+from .schema import PASSTHROUGH, ColumnSpec
+
+log = logging.getLogger("duckdb_diffusion")
+
+DEFAULT_DRAWS = 5
+# Rows per onnxruntime call: large enough to amortise the call, small enough for the cache.
+RUN_ROWS = 8192
+
+
+def preferred_providers() -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class Model:
+    def __init__(self, artifact: Artifact):
+        self.artifact = artifact
+        self.spec = artifact.spec
+        self.name = artifact.name
+        self.columns = [ColumnSpec.from_json(c) for c in self.spec["columns"]]
+        modelled = [c for c in self.columns if c.kind != PASSTHROUGH]
+        self.encoder = Encoder.from_json(modelled, self.spec["encoder"])
+        self.schema = decode_schema(self.spec["arrow_schema"])
+        self.latent_dim = int(self.spec["latent_dim"])
+        self.width = len(modelled) * self.latent_dim
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+
+    # -- sessions -------------------------------------------------------------------------
+    def session(self, graph: str) -> ort.InferenceSession:
+        with self._lock:
+            if graph not in self._sessions:
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                # 0 lets onnxruntime use every core; set to pin the thread count.
+                options.intra_op_num_threads = int(os.environ.get("DUCKDB_DIFFUSION_THREADS", "0"))
+                session = ort.InferenceSession(
+                    self.artifact.graphs[graph], options, providers=preferred_providers()
+                )
+                self._sessions[graph] = session
+                log.info(
+                    "model %r: %s graph runs on %s", self.name, graph, session.get_providers()[0]
+                )
+            return self._sessions[graph]
+
+    @property
+    def provider(self) -> str:
+        return self.session("impute").get_providers()[0]
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        session = self.session(graph)
+        wanted = [i.name for i in session.get_inputs()]
+        rows = next(iter(feeds.values())).shape[0]
+        nums, cats = [], []
+        for start in range(0, rows, RUN_ROWS):
+            part = {k: feeds[k][start : start + RUN_ROWS] for k in wanted}
+            num, cat = session.run(["num_out", "cat_out"], part)
+            nums.append(num)
+            cats.append(cat)
+        return np.concatenate(nums), np.concatenate(cats)
+
+    # -- imputation -----------------------------------------------------------------------
+    def impute_batch(
+        self, batch: pa.RecordBatch, seed: int = 0, draws: int = DEFAULT_DRAWS
+    ) -> pa.RecordBatch:
+        encoded = self.encoder.encode(batch)
+        names = self.encoder.modelled_names
+        nulls = (
+            np.stack(
+                [batch.column(n).is_null().to_numpy(zero_copy_only=False) for n in names], axis=1
+            )
+            if names
+            else np.zeros((batch.num_rows, 0), dtype=bool)
+        )
+        need = np.flatnonzero(nulls.any(axis=1))
+        if len(need) == 0:
+            return batch
+        num, cat, mask = encoded.num[need], encoded.cat[need], encoded.mask[need]
+        keys = noise.row_keys(seed, num, cat, mask)
+        rows = len(need)
+        feeds = {
+            "num": np.repeat(num, draws, axis=0),
+            "cat": np.repeat(cat, draws, axis=0),
+            "mask": np.repeat(mask, draws, axis=0),
+            "noise": noise.normal(keys, draws * self.width).reshape(rows * draws, self.width),
+        }
+        num_out, cat_out = self._run("impute", feeds)
+        values = self.encoder.decode_numeric(num_out).reshape(rows, draws, -1).mean(axis=1)
+        levels = _mode(cat_out.reshape(rows, draws, -1), self.encoder.category_sizes)
+
+        columns = list(batch.columns)
+        index = {name: i for i, name in enumerate(batch.schema.names)}
+        for j, (spec, transform) in enumerate(
+            zip(self.encoder.numeric_columns, self.encoder.numeric, strict=True)
+        ):
+            if nulls[need, j].any():
+                full = np.zeros(batch.num_rows)
+                full[need] = transform.finish(values[:, j])
+                i = index[spec.name]
+                columns[i] = fill_nulls(columns[i], to_arrow(full, columns[i].type))
+        offset = len(self.encoder.numeric)
+        for j, (spec, vocab) in enumerate(
+            zip(self.encoder.categorical_columns, self.encoder.vocabularies, strict=True)
+        ):
+            if nulls[need, offset + j].any():
+                full = np.zeros(batch.num_rows, dtype=np.int64)
+                full[need] = levels[:, j]
+                i = index[spec.name]
+                columns[i] = fill_nulls(columns[i], vocab.values(full, columns[i].type))
+        return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+    # -- synthesis ------------------------------------------------------------------------
+    def synthesize_batch(self, start: int, count: int, seed: int = 0) -> pa.RecordBatch:
+        keys = noise.ordinal_keys(seed, start, count)
+        num_out, cat_out = self._run("synthesize", {"noise": noise.normal(keys, self.width)})
+        null_draws = noise.uniform(keys, len(self.columns), stream=7)
+        values = self.encoder.decode_numeric(num_out)
+        arrays = {}
+        for j, (spec, transform) in enumerate(
+            zip(self.encoder.numeric_columns, self.encoder.numeric, strict=True)
+        ):
+            arrays[spec.name] = to_arrow(
+                transform.finish(values[:, j]), self.schema.field(spec.name).type
+            )
+        for j, (spec, vocab) in enumerate(
+            zip(self.encoder.categorical_columns, self.encoder.vocabularies, strict=True)
+        ):
+            arrays[spec.name] = vocab.values(cat_out[:, j], self.schema.field(spec.name).type)
+        keys_spec = self.spec.get("keys", {})
+        out = []
+        for position, spec in enumerate(self.columns):
+            field = self.schema.field(spec.name)
+            if spec.name in arrays:
+                rate = self.spec["null_fractions"].get(spec.name, 0.0)
+                is_null = pa.array(null_draws[:, position] < rate)
+                out.append(pc.if_else(is_null, pa.nulls(count, field.type), arrays[spec.name]))
+            elif spec.name in keys_spec:
+                first = int(keys_spec[spec.name]) + start
+                out.append(pa.array(np.arange(first, first + count)).cast(field.type))
+            else:
+                out.append(pa.nulls(count, field.type))
+        return pa.RecordBatch.from_arrays(out, schema=self.schema)
+
+
+def _mode(levels: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Most frequent level per row over draws ([rows, draws, columns] -> [rows, columns]).
+
+    Ties go to the lower index, which is the more frequent level in training."""
+    rows = levels.shape[0]
+    out = np.zeros((rows, levels.shape[2]), dtype=np.int64)
+    for j, size in enumerate(sizes):
+        flat = (np.arange(rows)[:, None] * size + levels[:, :, j]).ravel()
+        counts = np.bincount(flat, minlength=rows * size).reshape(rows, size)
+        out[:, j] = counts.argmax(axis=1)
+    return out

@@ -1,0 +1,76 @@
+"""Turn a user's table argument into a relation, without pasting their text into SQL.
+
+Accepted: a table or view name, qualified and quoted as dbt renders them
+(``customers``, ``main.customers``, ``"db"."main"."customers"``), or one parenthesised SELECT
+(``(SELECT * FROM c WHERE y > 2020)``). Names are parsed and re-quoted by sqlglot; a subquery
+must parse as a single read-only query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+
+class SourceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Source:
+    text: str  # what the user wrote
+    sql: str  # a SELECT over it, rebuilt by sqlglot
+    default_model: str | None  # the table's own name; None for a subquery
+
+    def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+        try:
+            return con.sql(self.sql)
+        except duckdb.CatalogException as error:
+            raise SourceError(
+                f"table {self.text!r} was not found ({_first_line(error)}); "
+                'check the name, or quote it like "schema"."table"'
+            ) from None
+
+
+def parse_source(text: str) -> Source:
+    if not isinstance(text, str) or not text.strip():
+        raise SourceError("the table argument is empty: give a table name or a (SELECT ...)")
+    stripped = text.strip()
+    if stripped.startswith("("):
+        return Source(text, _subquery(stripped), None)
+    try:
+        table = exp.to_table(stripped, dialect="duckdb")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError) as error:
+        raise SourceError(f"table name {text!r} does not parse: {error}") from None
+    if not isinstance(table, exp.Table) or not table.name:
+        raise SourceError(f"table name {text!r} is not a table name")
+    parts = [p for p in (table.catalog, table.db, table.name) if p]
+    quoted = exp.Table(
+        this=exp.to_identifier(parts[-1], quoted=True),
+        db=exp.to_identifier(parts[-2], quoted=True) if len(parts) > 1 else None,
+        catalog=exp.to_identifier(parts[-3], quoted=True) if len(parts) > 2 else None,
+    )
+    sql = exp.select("*").from_(quoted).sql(dialect="duckdb")
+    return Source(text, sql, table.name)
+
+
+def _subquery(text: str) -> str:
+    try:
+        statements = sqlglot.parse(text, dialect="duckdb")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as error:
+        raise SourceError(f"subquery {text!r} does not parse: {_first_line(error)}") from None
+    if len(statements) != 1 or statements[0] is None:
+        raise SourceError(f"subquery {text!r} must be exactly one (SELECT ...)")
+    node = statements[0]
+    while isinstance(node, exp.Paren | exp.Subquery):
+        node = node.this
+    if not isinstance(node, exp.Query):
+        raise SourceError(f"subquery {text!r} must be a SELECT, not {node.key.upper()}")
+    return node.sql(dialect="duckdb")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,113 @@
+"""The two networks: a per-column VAE that gives every cell a latent token, and the denoiser.
+
+Column VAE. Each modelled column has its own small encoder (a number or a category -> the mean
+and log-variance of a ``latent_dim`` token) and its own decoder (token -> number or logits).
+A token depends on its own cell only, so the latents of observed cells mean the same thing
+whichever other cells are missing: the denoiser conditions on exactly what it saw in training.
+All dependence between columns is left to the diffusion model.
+
+Denoiser. An MLP over the flattened tokens of a row that also sees which tokens are given
+(the observation mask) and the noise level, as in TabSyn; EDM preconditioning wraps it (edm.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ColumnVAE(nn.Module):
+    """Per-column encoders and decoders, batched over columns with einsum for speed."""
+
+    def __init__(self, n_numeric: int, category_sizes: list[int], latent_dim: int, hidden: int):
+        super().__init__()
+        self.n_numeric = n_numeric
+        self.category_sizes = list(category_sizes)
+        self.latent_dim = latent_dim
+        n_columns = n_numeric + len(category_sizes)
+        # Numeric encoder: x -> hidden -> (mu, logvar), one set of weights per column.
+        self.num_in_w = nn.Parameter(torch.randn(n_numeric, hidden) * 0.5)
+        self.num_in_b = nn.Parameter(torch.zeros(n_numeric, hidden))
+        self.num_out_w = nn.Parameter(_init((n_numeric, hidden, 2 * latent_dim), hidden))
+        self.num_out_b = nn.Parameter(torch.zeros(n_numeric, 2 * latent_dim))
+        # Categorical encoder: one embedding table for all columns, offset per column.
+        offsets = torch.tensor([0, *category_sizes[:-1]], dtype=torch.int64).cumsum(0)
+        self.register_buffer("cat_offsets", offsets[: len(category_sizes)])
+        self.cat_embed = nn.Embedding(max(1, sum(category_sizes)), 2 * latent_dim)
+        nn.init.normal_(self.cat_embed.weight, std=0.5)
+        # Decoders: token -> hidden -> value, one set of weights per column.
+        self.dec_w1 = nn.Parameter(_init((n_columns, latent_dim, hidden), latent_dim))
+        self.dec_b1 = nn.Parameter(torch.zeros(n_columns, hidden))
+        self.dec_num_w = nn.Parameter(_init((n_numeric, hidden, 1), hidden))
+        self.dec_num_b = nn.Parameter(torch.zeros(n_numeric, 1))
+        self.dec_cat = nn.ModuleList(nn.Linear(hidden, size) for size in category_sizes)
+
+    def encode(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> mu, logvar, each [batch, columns, latent_dim]."""
+        parts = []
+        if self.n_numeric:
+            h = torch.nn.functional.silu(num.unsqueeze(-1) * self.num_in_w + self.num_in_b)
+            parts.append(torch.einsum("bch,cho->bco", h, self.num_out_w) + self.num_out_b)
+        if self.category_sizes:
+            parts.append(self.cat_embed(cat + self.cat_offsets))
+        stats = torch.cat(parts, dim=1)
+        mu, logvar = stats.chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 6.0)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Tokens [batch, columns, latent_dim] -> numeric values and per-column logits."""
+        h = torch.nn.functional.silu(torch.einsum("bcl,clh->bch", z, self.dec_w1) + self.dec_b1)
+        num = torch.einsum("bch,cho->bco", h[:, : self.n_numeric], self.dec_num_w)
+        num = (num + self.dec_num_b).squeeze(-1)
+        logits = [head(h[:, self.n_numeric + j]) for j, head in enumerate(self.dec_cat)]
+        return num, logits
+
+    def decode_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens -> numeric values and the most likely level of each categorical column."""
+        num, logits = self.decode(z)
+        if logits:
+            cat = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
+        else:
+            cat = torch.zeros(z.shape[0], 0, dtype=torch.int64, device=z.device)
+        return num, cat
+
+
+class Denoiser(nn.Module):
+    """F(x, mask, c_noise): an MLP with residual blocks over one row's flattened tokens."""
+
+    def __init__(self, dim: int, width: int, depth: int, embed: int = 64):
+        super().__init__()
+        self.dim = dim
+        self.embed = embed
+        self.input = nn.Linear(3 * dim, width)
+        self.noise_mlp = nn.Sequential(nn.Linear(embed, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
+            )
+            for _ in range(depth)
+        )
+        self.out_norm = nn.LayerNorm(width)
+        self.output = nn.Linear(width, dim)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+        # Geometric frequencies over c_noise = log(sigma) / 4, which spans about [-2, 1.5].
+        freqs = torch.exp(torch.linspace(0.0, math.log(50.0), embed // 2))
+        self.register_buffer("freqs", freqs)
+
+    def forward(
+        self, x: torch.Tensor, given: torch.Tensor, mask: torch.Tensor, c_noise: torch.Tensor
+    ) -> torch.Tensor:
+        """x: scaled noisy tokens (0 where given); given: clean given tokens (0 elsewhere)."""
+        angles = c_noise.reshape(-1, 1) * self.freqs
+        emb = self.noise_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        h = self.input(torch.cat([x, given, mask], dim=-1)) + emb
+        for block in self.blocks:
+            h = h + block(h)
+        return self.output(torch.nn.functional.silu(self.out_norm(h)))
+
+
+def _init(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
+    return torch.randn(*shape) / math.sqrt(fan_in)

@@ -1,0 +1,270 @@
+"""Fit the two stages on encoded (incomplete) rows: the column VAE, then the latent denoiser.
+
+Both stages see observed cells only: the VAE's losses are masked by the observation mask, and
+the denoiser learns to produce a random subset of each row's observed tokens from the rest
+(plus, for some rows, from nothing at all), so one network serves imputation and synthesis.
+
+Training stops at whichever comes first: the epoch cap, early stopping on a validation split, or
+the time budget. Results are bit-reproducible for a seed when the clock is not what stopped it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .edm import Precond, denoising_loss
+from .networks import ColumnVAE, Denoiser
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of training; stored in the artifact so a model says how it was made."""
+
+    seed: int = 0
+    max_seconds: float = 240.0
+    vae_share: float = 0.15  # of the time budget
+    vae_epochs: int = 60
+    diffusion_epochs: int = 1000
+    patience: int = 25  # epochs without validation improvement
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    latent_dim: int = 4
+    vae_hidden: int = 64
+    kl_weight: float = 0.005
+    width: int = 512
+    depth: int = 3
+    ema_decay: float = 0.998
+    unconditional_share: float = 0.1
+    sampling_steps: int = 12
+    validation_share: float = 0.1
+    max_rows: int = 200_000
+    progress: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainedModel:
+    vae: ColumnVAE
+    denoiser: Precond
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    config: TrainConfig
+    metrics: dict = field(default_factory=dict)
+    validation_rows: np.ndarray | None = None
+
+
+def train(
+    num: np.ndarray,
+    cat: np.ndarray,
+    mask: np.ndarray,
+    category_sizes: list[int],
+    config: TrainConfig,
+) -> TrainedModel:
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    rows = num.shape[0]
+    order = rng.permutation(rows)
+    n_val = max(1, int(rows * config.validation_share)) if rows >= 10 else 0
+    val_rows, fit_rows = order[:n_val], order[n_val:]
+    data = _tensors(num, cat, mask)
+    clock = _Clock(config)
+
+    vae = ColumnVAE(num.shape[1], category_sizes, config.latent_dim, config.vae_hidden)
+    vae_metrics = _fit_vae(vae, data, fit_rows, val_rows, config, clock)
+
+    with torch.no_grad():
+        mu, _ = vae.encode(data["num"], data["cat"])
+        token_mask = data["mask"].unsqueeze(-1).expand_as(mu)
+        observed = token_mask.reshape(-1, config.latent_dim)
+        flat = mu.reshape(-1, config.latent_dim)
+        count = observed.sum(0).clamp(min=1.0)
+        mean = (flat * observed).sum(0) / count
+        std = (((flat - mean) ** 2 * observed).sum(0) / count).sqrt().clamp(min=1e-3)
+        latents = ((mu - mean) / std * token_mask).reshape(rows, -1)
+
+    dim = latents.shape[1]
+    denoiser = Precond(Denoiser(dim, config.width, config.depth))
+    diff_metrics = _fit_denoiser(denoiser, latents, data["mask"], fit_rows, val_rows, config, clock)
+    clock.close()
+    metrics = {
+        "rows": int(rows),
+        "training_seconds": round(clock.elapsed(), 2),
+        "vae": vae_metrics,
+        "diffusion": diff_metrics,
+    }
+    return TrainedModel(vae, denoiser, mean, std, config, metrics, val_rows)
+
+
+def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2 * config.learning_rate)
+    deadline = config.max_seconds * config.vae_share
+    best, best_state, stale, epoch = math.inf, None, 0, 0
+    for epoch in range(1, config.vae_epochs + 1):
+        vae.train()
+        for idx in _batches(fit_rows, config.batch_size, config.seed + epoch):
+            loss, _ = _vae_loss(vae, data, idx, config.kl_weight, sample=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        vae.eval()
+        with torch.no_grad():
+            val, parts = _vae_loss(vae, data, val_rows if len(val_rows) else fit_rows, 0.0, False)
+        clock.show("vae", epoch, val.item())
+        if val.item() < best - 1e-4:
+            best, best_state, stale = val.item(), copy.deepcopy(vae.state_dict()), 0
+        else:
+            stale += 1
+        if stale >= config.patience or clock.elapsed() > deadline:
+            break
+    if best_state is not None:
+        vae.load_state_dict(best_state)
+    return {"epochs": epoch, "validation_reconstruction": round(best, 5), **parts}
+
+
+def _vae_loss(vae, data, idx, kl_weight: float, sample: bool):
+    num, cat, mask = data["num"][idx], data["cat"][idx], data["mask"][idx]
+    mu, logvar = vae.encode(num, cat)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+    num_hat, logits = vae.decode(z)
+    n_num = num.shape[1]
+    loss = torch.zeros(())
+    parts = {}
+    if n_num:
+        m = mask[:, :n_num]
+        mse = ((num_hat - num) ** 2 * m).sum() / m.sum().clamp(min=1.0)
+        loss = loss + mse
+        parts["numeric_mse"] = round(mse.item(), 5)
+    if logits:
+        m = mask[:, n_num:]
+        ce = torch.stack(
+            [F.cross_entropy(lg, cat[:, j], reduction="none") for j, lg in enumerate(logits)], 1
+        )
+        loss = loss + (ce * m).sum() / m.sum().clamp(min=1.0)
+        hits = torch.stack([lg.argmax(-1) == cat[:, j] for j, lg in enumerate(logits)], 1)
+        parts["categorical_accuracy"] = round(((hits * m).sum() / m.sum().clamp(min=1.0)).item(), 5)
+    kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)
+    loss = loss + kl_weight * (kl * mask).sum() / mask.sum().clamp(min=1.0)
+    return loss, parts
+
+
+def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock) -> dict:
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.learning_rate)
+    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    latent_dim = config.latent_dim
+    val_rows = val_rows if len(val_rows) else fit_rows[: config.batch_size]
+    val_gen = torch.Generator().manual_seed(config.seed + 1)
+    val_state = torch.random.get_rng_state()
+    best, best_state, stale, epoch, steps = math.inf, None, 0, 0, 0
+    for epoch in range(1, config.diffusion_epochs + 1):
+        denoiser.train()
+        for idx in _batches(fit_rows, config.batch_size, config.seed + 10_000 + epoch):
+            cond, target = _condition_masks(col_mask[idx], config.unconditional_share)
+            loss = denoising_loss(
+                denoiser, latents[idx], _tokens(cond, latent_dim), _tokens(target, latent_dim)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            _ema_update(ema, denoiser, min(config.ema_decay, (1 + steps) / (10 + steps)))
+        # A fixed draw of masks and noise makes validation losses comparable across epochs.
+        train_state = torch.random.get_rng_state()
+        torch.random.set_rng_state(val_state)
+        with torch.no_grad():
+            cond, target = _condition_masks(col_mask[val_rows], config.unconditional_share, val_gen)
+            val = denoising_loss(
+                ema, latents[val_rows], _tokens(cond, latent_dim), _tokens(target, latent_dim)
+            ).item()
+        val_gen.manual_seed(config.seed + 1)
+        torch.random.set_rng_state(train_state)
+        clock.show("diffusion", epoch, val)
+        if val < best - 1e-4:
+            best, best_state, stale = val, copy.deepcopy(ema.state_dict()), 0
+        else:
+            stale += 1
+        if stale >= config.patience or clock.out_of_time():
+            break
+    ema.load_state_dict(best_state if best_state is not None else ema.state_dict())
+    denoiser.load_state_dict(ema.state_dict())
+    denoiser.eval()
+    stopped = (
+        "patience" if stale >= config.patience else "time" if clock.out_of_time() else "epochs"
+    )
+    return {
+        "epochs": epoch,
+        "steps": steps,
+        "validation_loss": round(best, 5),
+        "stopped_by": stopped,
+    }
+
+
+def _condition_masks(col_mask: torch.Tensor, unconditional_share: float, generator=None):
+    """Random 'given' subsets of each row's observed columns; the rest of them are targets."""
+    rows = col_mask.shape[0]
+    keep_rate = torch.rand(rows, 1, generator=generator)
+    keep_rate = torch.where(
+        torch.rand(rows, 1, generator=generator) < unconditional_share, 0.0, keep_rate
+    )
+    cond = col_mask * (torch.rand(col_mask.shape, generator=generator) < keep_rate).float()
+    return cond, col_mask - cond
+
+
+def _tokens(col_mask: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    return col_mask.repeat_interleave(latent_dim, dim=1)
+
+
+def _ema_update(ema, model, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1.0 - decay)
+
+
+def _batches(rows: np.ndarray, batch_size: int, seed: int):
+    shuffled = np.random.default_rng(seed).permutation(rows)
+    for start in range(0, len(shuffled), batch_size):
+        yield torch.from_numpy(shuffled[start : start + batch_size])
+
+
+def _tensors(num, cat, mask) -> dict:
+    return {
+        "num": torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32)),
+        "cat": torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
+    }
+
+
+class _Clock:
+    """Elapsed time against the budget, shown on one progress bar."""
+
+    def __init__(self, config: TrainConfig):
+        self.start = time.perf_counter()
+        self.budget = config.max_seconds
+        self.bar = None
+        if config.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=int(self.budget), unit="s", desc="training", leave=False)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def out_of_time(self) -> bool:
+        return self.elapsed() > self.budget
+
+    def show(self, stage: str, epoch: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.n = min(int(self.elapsed()), self.bar.total)
+            self.bar.set_postfix_str(f"{stage} epoch {epoch} val {loss:.4f}", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,229 @@
+"""The core through the Python API, on a real database file: train, store, impute, synthesize."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import duckdb_diffusion as ddf
+
+from .conftest import FAST, data_file
+
+MODELLED = [
+    "longitude",
+    "latitude",
+    "housing_median_age",
+    "total_rooms",
+    "total_bedrooms",
+    "population",
+    "households",
+    "median_income",
+    "median_house_value",
+    "ocean_proximity",
+]
+
+
+def table_of(con, sql: str) -> pa.Table:
+    return con.sql(sql).to_arrow_table()
+
+
+def test_train_summary_reports_metrics_and_onnx_agreement(housing):
+    (info,) = ddf.models(housing)
+    assert info["model"] == "housing"
+    assert info["rows"] == 1500
+    assert info["modelled_columns"] == 10  # house_id is a key: passed through
+    check = info["metrics"]["onnx_check"]
+    assert check["rows"] > 0
+    for graph in ("impute", "synthesize"):
+        assert check[graph]["max_abs_diff"] < 1e-3
+        assert check[graph]["category_agreement"] == 1.0
+    assert info["metrics"]["diffusion"]["steps"] > 0
+
+
+def test_impute_fills_nulls_and_changes_nothing_else(housing):
+    source = table_of(housing, "SELECT * FROM housing")
+    result = ddf.impute(housing, "housing").to_arrow_table()
+    assert result.schema == source.schema
+    assert result.num_rows == source.num_rows
+    assert result.column("house_id").equals(source.column("house_id"))  # order kept
+    for name in MODELLED:
+        before, after = source.column(name), result.column(name)
+        assert after.null_count == 0, name
+        kept = before.is_valid()
+        assert after.filter(kept).equals(before.filter(kept)), name  # bit for bit
+    levels = set(source.column("ocean_proximity").drop_null().to_pylist())
+    assert set(result.column("ocean_proximity").to_pylist()) <= levels
+    bedrooms = result.column("total_bedrooms").to_numpy()
+    low, high = pa.compute.min_max(source.column("total_bedrooms")).values()
+    assert low.as_py() <= bedrooms.min() and bedrooms.max() <= high.as_py()
+
+
+def test_imputation_beats_mean_fill_on_hidden_cells(housing):
+    """Hide known cells of complete rows; the model must guess them better than the mean."""
+    housing.execute(
+        "CREATE OR REPLACE TABLE probe AS SELECT * REPLACE ("
+        "CASE WHEN house_id % 3 = 0 THEN NULL ELSE households END AS households) "
+        "FROM housing WHERE households IS NOT NULL"
+    )
+    truth = table_of(housing, "SELECT households FROM housing WHERE households IS NOT NULL")
+    filled = ddf.impute(housing, "probe", model="housing").to_arrow_table()
+    hidden = (table_of(housing, "SELECT house_id FROM probe").column(0).to_numpy() % 3) == 0
+    true = truth.column(0).to_numpy()[hidden]
+    guess = filled.column("households").to_numpy()[hidden]
+    model_error = np.abs(guess - true).mean()
+    mean_error = np.abs(true.mean() - true).mean()
+    assert model_error < 0.8 * mean_error, (model_error, mean_error)
+
+
+def test_same_seed_same_output_whatever_the_batch_size(housing):
+    one = ddf.impute(housing, "housing", seed=3, batch_rows=65536).to_arrow_table()
+    two = ddf.impute(housing, "housing", seed=3, batch_rows=97).to_arrow_table()
+    assert one.equals(two)
+    other = ddf.impute(housing, "housing", seed=4).to_arrow_table()
+    assert not other.equals(one)
+
+
+def test_synthesis_is_deterministic_across_batches(housing):
+    one = ddf.synthesize(housing, "housing", n=700, seed=7).to_arrow_table()
+    two = ddf.synthesize(housing, "housing", n=700, seed=7, batch_rows=64).to_arrow_table()
+    assert one.equals(two)
+    assert not ddf.synthesize(housing, "housing", n=700, seed=8).to_arrow_table().equals(one)
+
+
+def test_synthesis_keeps_schema_ranges_categories_and_null_rates(housing):
+    source = table_of(housing, "SELECT * FROM housing")
+    relation = ddf.synthesize(housing, "housing", n=4000, seed=1)
+    described = [(n, str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
+    expected = housing.sql("SELECT * FROM housing")
+    assert described == [(n, str(t)) for n, t in zip(expected.columns, expected.types, strict=True)]
+    synthetic = relation.to_arrow_table()
+    assert synthetic.num_rows == 4000
+    for name in MODELLED:
+        real, fake = source.column(name), synthetic.column(name)
+        real_rate, fake_rate = real.null_count / len(real), fake.null_count / len(fake)
+        assert abs(real_rate - fake_rate) < 0.03, (name, real_rate, fake_rate)
+        if pa.types.is_floating(real.type):
+            low, high = pa.compute.min_max(real).values()
+            values = fake.drop_null().to_numpy()
+            assert low.as_py() <= values.min() and values.max() <= high.as_py(), name
+    levels = set(source.column("ocean_proximity").drop_null().to_pylist())
+    assert set(synthetic.column("ocean_proximity").drop_null().to_pylist()) <= levels
+    ids = synthetic.column("house_id").to_numpy()
+    assert len(np.unique(ids)) == len(ids) and ids.min() > source.column("house_id").to_numpy().max()
+
+
+def test_integer_columns_stay_integral_on_real_nulls(tmp_path):
+    """adult has real NULLs (workclass, occupation, native-country) and BIGINT columns."""
+    con = duckdb.connect(str(tmp_path / "adult.duckdb"))
+    con.execute(
+        "CREATE TABLE adult AS SELECT * FROM read_parquet(?) "
+        "USING SAMPLE reservoir(1500 ROWS) REPEATABLE (2)",
+        [data_file("adult")],
+    )
+    con.execute("UPDATE adult SET age = NULL WHERE fnlwgt % 5 = 0")
+    ddf.train(con, "adult", **FAST)
+    result = ddf.impute(con, "adult").to_arrow_table()
+    assert str(con.sql("SELECT * FROM adult").types[0]) == "BIGINT"
+    assert result.column("age").null_count == 0
+    assert result.column("workclass").null_count == 0
+    assert result.column("age").type == pa.int64()
+    synthetic = ddf.synthesize(con, "adult", n=500, seed=2).to_arrow_table()
+    ages = synthetic.column("age").drop_null().to_numpy()
+    assert ages.min() >= 17 and ages.max() <= 90
+    con.close()
+
+
+def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_new_process_finds_the_model_and_imputes_the_same_with_one_thread(housing_db, housing):
+    expected = ddf.impute(housing, "housing", seed=5).to_arrow_table()
+    code = f"""
+        import duckdb, duckdb_diffusion as ddf, pyarrow as pa, sys
+        con = duckdb.connect({str(housing_db)!r}, read_only=True)
+        assert ddf.install(con) == ["housing"]
+        table = ddf.impute(con, "housing", seed=5).to_arrow_table()
+        with pa.OSFile(sys.argv[0] if False else {str(housing_db) + '.arrow'!r}, "wb") as sink:
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+    """
+    done = run_python(code, {"DUCKDB_DIFFUSION_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    got = pa.ipc.open_file(str(housing_db) + ".arrow").read_all()
+    assert got.equals(expected)
+
+
+def test_runtime_imputes_without_torch(housing_db):
+    """A process where torch cannot be imported loads the stored model and imputes."""
+    code = f"""
+        import sys, importlib.abc
+        class NoTorch(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        import duckdb, duckdb_diffusion as ddf
+        con = duckdb.connect({str(housing_db)!r}, read_only=True)
+        out = ddf.impute(con, "housing").to_arrow_table()
+        assert out.column("total_bedrooms").null_count == 0
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        try:
+            ddf.train(con, "housing")
+        except ImportError as error:
+            print("TRAIN:", error)
+    """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert "duckdb-diffusion[train]" in done.stdout
+
+
+def test_directory_registry_round_trip(tmp_path, housing):
+    folder = tmp_path / "models"
+    ddf.train(housing, "(SELECT * FROM housing WHERE house_id <= 800)", model="small", model_dir=folder, **FAST)
+    assert (folder / "small" / "spec.json").is_file()
+    spec = json.loads((folder / "small" / "spec.json").read_text())
+    assert spec["format_version"] == 1 and "torch" in spec["versions"]
+    other = duckdb.connect()
+    other.execute("CREATE TABLE t AS SELECT * FROM read_parquet(?) LIMIT 50", [data_file("california")])
+    other.execute("UPDATE t SET population = NULL WHERE longitude < -120")
+    out = ddf.impute(other, "t", model="small", model_dir=folder).to_arrow_table()
+    assert out.column("population").null_count == 0
+    assert "small" not in [m["model"] for m in ddf.models(housing)]
+    other.close()
+
+
+def test_errors_name_what_is_wrong(housing):
+    with pytest.raises(ddf.SourceError, match="nope"):
+        ddf.impute(housing, "nope", model="housing")
+    with pytest.raises(ddf.ModelNotFoundError, match="train_latent_diffusion"):
+        ddf.impute(housing, "housing", model="missing_model")
+    with pytest.raises(ValueError, match="draws"):
+        ddf.impute(housing, "housing", draws=0)
+    with pytest.raises(ValueError, match="seed"):
+        ddf.synthesize(housing, "housing", n=3, seed=-1)
+    with pytest.raises(ValueError, match="name the model"):
+        ddf.impute(housing, "(SELECT * FROM housing)")
+    with pytest.raises(ddf.SourceError, match="SELECT"):
+        ddf.impute(housing, "(DROP TABLE housing)", model="housing")
+    housing.execute(
+        "CREATE OR REPLACE TABLE drifted AS SELECT * EXCLUDE (latitude) "
+        "REPLACE (population::VARCHAR AS population) FROM housing"
+    )
+    with pytest.raises(ddf.SourceError, match=r"latitude.*population \(DOUBLE in the model, VARCHAR"):
+        ddf.impute(housing, "drifted", model="housing")
+    assert housing.execute("SELECT count(*) FROM housing").fetchall() == [(1500,)]
