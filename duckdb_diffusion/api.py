@@ -45,7 +45,7 @@ def train(
     source = parse_source(table)
     name = _model_name(model, source)
     relation = source.relation(con)
-    columns = infer_schema(con, relation, categorical, passthrough)
+    columns = infer_schema(relation, categorical, passthrough)
     artifact = fit_artifact(con, relation, columns, name=name, source=table, settings=settings)
     registry_for(con, model_dir).save(artifact)
     return summary(artifact)
@@ -94,10 +94,7 @@ def synthesize(
     model_dir: str | None = None,
 ) -> duckdb.DuckDBPyRelation:
     """``n`` new rows with the training table's columns and types (read once, like ``impute``)."""
-    reader = synthesize_batches(
-        con, model, n, seed=seed, batch_rows=batch_rows, model_dir=model_dir
-    )
-    loaded = load_model(con, model, model_dir)
+    reader, loaded = _synthesize_reader(con, model, n, seed, batch_rows, model_dir)
     types = [c.duckdb_type for c in loaded.columns]
     return _typed(con.from_arrow(reader), reader.schema.names, types)
 
@@ -111,6 +108,11 @@ def synthesize_batches(
     batch_rows: int = BATCH_ROWS,
     model_dir: str | None = None,
 ) -> pa.RecordBatchReader:
+    """``n`` new rows as Arrow record batches of up to ``batch_rows`` rows."""
+    return _synthesize_reader(con, model, n, seed, batch_rows, model_dir)[0]
+
+
+def _synthesize_reader(con, model, n, seed, batch_rows, model_dir):
     _check_count("n", n, minimum=0)
     _check_count("batch_rows", batch_rows)
     _check_seed(seed)
@@ -120,7 +122,7 @@ def synthesize_batches(
         for start in range(0, n, batch_rows):
             yield loaded.synthesize_batch(start, min(batch_rows, n - start), seed)
 
-    return pa.RecordBatchReader.from_batches(loaded.schema, batches())
+    return pa.RecordBatchReader.from_batches(loaded.schema, batches()), loaded
 
 
 def load_model(con: duckdb.DuckDBPyConnection, name: str, model_dir: str | None = None) -> Model:

@@ -29,8 +29,11 @@ from .schema import PASSTHROUGH, ColumnSpec
 log = logging.getLogger("duckdb_diffusion")
 
 DEFAULT_DRAWS = 5
-# Rows per onnxruntime call: large enough to amortise the call, small enough for the cache.
-RUN_ROWS = 8192
+# Rows per onnxruntime call, always exactly this many (the last block is zero-padded).
+# onnxruntime's kernels round differently for different batch sizes (last-bit differences
+# measured between 1, 97 and 700 rows), so a fixed block is what makes a row's output
+# independent of how its table was split into batches.
+BLOCK_ROWS = 256
 
 
 def preferred_providers() -> list[str]:
@@ -77,13 +80,15 @@ class Model:
         session = self.session(graph)
         wanted = [i.name for i in session.get_inputs()]
         rows = next(iter(feeds.values())).shape[0]
+        padded = -rows % BLOCK_ROWS
+        inputs = {k: _pad(feeds[k], padded) for k in wanted}
         nums, cats = [], []
-        for start in range(0, rows, RUN_ROWS):
-            part = {k: feeds[k][start : start + RUN_ROWS] for k in wanted}
+        for start in range(0, rows + padded, BLOCK_ROWS):
+            part = {k: v[start : start + BLOCK_ROWS] for k, v in inputs.items()}
             num, cat = session.run(["num_out", "cat_out"], part)
             nums.append(num)
             cats.append(cat)
-        return np.concatenate(nums), np.concatenate(cats)
+        return np.concatenate(nums)[:rows], np.concatenate(cats)[:rows]
 
     # -- imputation -----------------------------------------------------------------------
     def impute_batch(
@@ -166,6 +171,12 @@ class Model:
             else:
                 out.append(pa.nulls(count, field.type))
         return pa.RecordBatch.from_arrays(out, schema=self.schema)
+
+
+def _pad(array: np.ndarray, rows: int) -> np.ndarray:
+    if rows == 0:
+        return array
+    return np.concatenate([array, np.zeros((rows, *array.shape[1:]), dtype=array.dtype)])
 
 
 def _mode(levels: np.ndarray, sizes: list[int]) -> np.ndarray:

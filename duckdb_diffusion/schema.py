@@ -101,7 +101,6 @@ def classify(
 
 
 def infer_schema(
-    con: duckdb.DuckDBPyConnection,
     relation: duckdb.DuckDBPyRelation,
     categorical: list[str] | tuple[str, ...] = (),
     passthrough: list[str] | tuple[str, ...] = (),

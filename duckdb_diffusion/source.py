@@ -61,7 +61,9 @@ def _subquery(text: str) -> str:
     try:
         statements = sqlglot.parse(text, dialect="duckdb")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as error:
-        raise SourceError(f"subquery {text!r} does not parse: {_first_line(error)}") from None
+        raise SourceError(
+            f"subquery {text!r} is not one (SELECT ...) that parses: {_first_line(error)}"
+        ) from None
     if len(statements) != 1 or statements[0] is None:
         raise SourceError(f"subquery {text!r} must be exactly one (SELECT ...)")
     node = statements[0]

@@ -14,7 +14,7 @@ import pytest
 import duckdb_diffusion as ddf
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-FAST = {"max_seconds": 8, "width": 128, "depth": 2, "progress": False, "sampling_steps": 6}
+FAST = {"max_seconds": 12, "width": 128, "depth": 2, "progress": False, "sampling_steps": 6}
 
 
 def data_file(name: str) -> str:
@@ -32,7 +32,7 @@ def housing_db(tmp_path_factory) -> Path:
     con = duckdb.connect(str(path))
     con.execute(
         "CREATE TABLE housing AS SELECT row_number() OVER () AS house_id, * FROM ("
-        f"SELECT * FROM read_parquet(?) USING SAMPLE reservoir(1500 ROWS) REPEATABLE (1))",
+        "SELECT * FROM read_parquet(?) USING SAMPLE reservoir(1500 ROWS) REPEATABLE (1))",
         [data_file("california")],
     )
     con.execute("SELECT setseed(0.25)")

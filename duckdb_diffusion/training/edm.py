@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 SIGMA_DATA = 1.0  # latents are standardised per dimension before diffusion
-P_MEAN, P_STD = -1.2, 1.2
+# Training noise levels, log-normal. EDM's image setting (-1.2, 1.2) almost never trains the
+# high-noise steps that decide an imputation; centring on sigma = 1 cut california's MAE from
+# 0.49 to 0.42 at equal budget (benchmarks/impute_california.py).
+P_MEAN, P_STD = 0.0, 1.4
 
 
 class Precond(nn.Module):

@@ -33,12 +33,12 @@ class TrainConfig:
     vae_epochs: int = 60
     diffusion_epochs: int = 1000
     patience: int = 25  # epochs without validation improvement
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    latent_dim: int = 4
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    latent_dim: int = 2
     vae_hidden: int = 64
     kl_weight: float = 0.005
-    width: int = 512
+    width: int = 256
     depth: int = 3
     ema_decay: float = 0.998
     unconditional_share: float = 0.1
