@@ -7,7 +7,6 @@ extra (torch), imported only when called.
 from .api import (
     impute,
     impute_batches,
-    install,
     load_model,
     models,
     synthesize,
@@ -17,12 +16,14 @@ from .api import (
 from .artifact import ArtifactError
 from .registry import ModelNotFoundError
 from .source import SourceError
+from .sql import connect, install
 
 __version__ = "0.1.0"
 __all__ = [
     "ArtifactError",
     "ModelNotFoundError",
     "SourceError",
+    "connect",
     "impute",
     "impute_batches",
     "install",

@@ -6,6 +6,8 @@ stream Arrow record batches through the stored model and hand DuckDB a relation.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -18,7 +20,9 @@ from .schema import PASSTHROUGH, infer_schema
 from .source import SourceError, parse_source
 
 BATCH_ROWS = 65_536
-_models: dict[str, Model] = {}  # keyed by graph digest: sessions stay warm across calls
+# Loaded models keyed by graph digests, so onnxruntime sessions stay warm across calls.
+_models: OrderedDict[str, Model] = OrderedDict()
+MAX_LOADED_MODELS = 16
 
 
 def train(
@@ -43,11 +47,14 @@ def train(
             f"training needs torch ({error}); install duckdb-diffusion[train] (see the README)"
         ) from None
     source = parse_source(table)
-    name = _model_name(model, source)
+    name = model_name(model, source)
     relation = source.relation(con)
     columns = infer_schema(relation, categorical, passthrough)
-    artifact = fit_artifact(con, relation, columns, name=name, source=table, settings=settings)
+    artifact = fit_artifact(relation, columns, name=name, source=table, settings=settings)
     registry_for(con, model_dir).save(artifact)
+    from .sql import after_training
+
+    after_training(con, name, model_dir)
     return summary(artifact)
 
 
@@ -125,19 +132,31 @@ def _synthesize_reader(con, model, n, seed, batch_rows, model_dir):
     return pa.RecordBatchReader.from_batches(loaded.schema, batches()), loaded
 
 
-def load_model(con: duckdb.DuckDBPyConnection, name: str, model_dir: str | None = None) -> Model:
+def load_model(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    model_dir: str | None = None,
+    table: str | None = None,
+) -> Model:
+    """The stored model ``name``; ``table`` (what it would be trained on) shapes the hint."""
     registry = registry_for(con, model_dir)
     try:
         artifact = registry.load(name)
     except ModelNotFoundError:
+        table = table or name
+        literal = exp.Literal.string(table).sql(dialect="duckdb")
+        named = "" if table == name else f", model := {exp.Literal.string(name).sql('duckdb')}"
         raise ModelNotFoundError(
             f"no model named {name!r} in {registry.describe()}; train one with "
-            f"duckdb_diffusion.train(con, {name!r}) or "
-            f"SELECT * FROM train_latent_diffusion('{name}')"
+            f"SELECT * FROM train_latent_diffusion({literal}{named}) "
+            f"or duckdb_diffusion.train(con, {table!r}, model={name!r})"
         ) from None
     key = artifact.spec["graphs"]["impute"] + artifact.spec["graphs"]["synthesize"]
     if key not in _models:
         _models[key] = Model(artifact)
+        while len(_models) > MAX_LOADED_MODELS:
+            _models.popitem(last=False)
+    _models.move_to_end(key)
     return _models[key]
 
 
@@ -145,11 +164,6 @@ def models(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list
     """A summary of every stored model."""
     registry = registry_for(con, model_dir)
     return [summary(registry.load(name)) for name in registry.names()]
-
-
-def install(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list[str]:
-    """Make the stored models available on ``con``; returns their names. Idempotent."""
-    return registry_for(con, model_dir).names()
 
 
 def summary(artifact: Artifact) -> dict:
@@ -173,9 +187,9 @@ def _impute_reader(con, table, model, seed, draws, batch_rows, model_dir):
     _check_count("batch_rows", batch_rows)
     _check_seed(seed)
     source = parse_source(table)
-    loaded = load_model(con, _model_name(model, source), model_dir)
     cursor = con.cursor()
     relation = source.relation(cursor)
+    loaded = load_model(con, model_name(model, source), model_dir, table)
     check_compatible(loaded, table, relation.columns, [str(t) for t in relation.types])
     types = [str(t) for t in relation.types]
     reader = relation.to_arrow_reader(batch_rows)
@@ -222,7 +236,7 @@ def _typed(relation, names: list[str], types: list[str]) -> duckdb.DuckDBPyRelat
     return relation.project(", ".join(c.sql(dialect="duckdb") for c in casts))
 
 
-def _model_name(model: str | None, source) -> str:
+def model_name(model: str | None, source) -> str:
     if model is not None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model name must be a non-empty string")

@@ -45,9 +45,10 @@ def row_keys(seed: int, *columns: np.ndarray) -> np.ndarray:
     return keys
 
 
-def ordinal_keys(seed: int, start: int, count: int) -> np.ndarray:
+def ordinal_keys(seed: int, ordinals: np.ndarray) -> np.ndarray:
+    """One key per synthetic row from its ordinal in the synthetic table."""
     with np.errstate(over="ignore"):
-        return mix(np.arange(start, start + count, dtype=np.uint64) ^ seed_key(seed))
+        return mix(np.asarray(ordinals).astype(np.uint64) ^ seed_key(seed))
 
 
 def uniform(keys: np.ndarray, width: int, stream: int = 0) -> np.ndarray:

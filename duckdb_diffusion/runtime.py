@@ -142,7 +142,12 @@ class Model:
 
     # -- synthesis ------------------------------------------------------------------------
     def synthesize_batch(self, start: int, count: int, seed: int = 0) -> pa.RecordBatch:
-        keys = noise.ordinal_keys(seed, start, count)
+        return self.synthesize_rows(np.arange(start, start + count, dtype=np.int64), seed)
+
+    def synthesize_rows(self, ordinals: np.ndarray, seed: int = 0) -> pa.RecordBatch:
+        """Rows number ``ordinals`` of the synthetic table for ``seed``."""
+        count = len(ordinals)
+        keys = noise.ordinal_keys(seed, ordinals)
         num_out, cat_out = self._run("synthesize", {"noise": noise.normal(keys, self.width)})
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         values = self.encoder.decode_numeric(num_out)
@@ -166,8 +171,8 @@ class Model:
                 is_null = pa.array(null_draws[:, position] < rate)
                 out.append(pc.if_else(is_null, pa.nulls(count, field.type), arrays[spec.name]))
             elif spec.name in keys_spec:
-                first = int(keys_spec[spec.name]) + start
-                out.append(pa.array(np.arange(first, first + count)).cast(field.type))
+                fresh = int(keys_spec[spec.name]) + np.asarray(ordinals, dtype=np.int64)
+                out.append(pa.array(fresh).cast(field.type))
             else:
                 out.append(pa.nulls(count, field.type))
         return pa.RecordBatch.from_arrays(out, schema=self.schema)

@@ -22,7 +22,6 @@ CHECK_ROWS = 256
 
 
 def fit_artifact(
-    con: duckdb.DuckDBPyConnection,
     relation: duckdb.DuckDBPyRelation,
     columns: list[ColumnSpec],
     *,

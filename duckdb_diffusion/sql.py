@@ -1,0 +1,422 @@
+"""The SQL surface: table functions for training, imputation, synthesis and the registry.
+
+DuckDB's Python API has no table functions, so each one is a TEMP table macro over
+``query()`` of a *planner* UDF that returns SQL text:
+
+    impute_latent_diffusion(tbl, ...)  ->  SELECT * EXCLUDE (__ddf) REPLACE (__ddf."c" AS "c", ...)
+                                           FROM (SELECT *, ddf_impute_<model>(struct_pack(...),
+                                                 seed, draws) AS __ddf FROM <tbl>)
+    synthesize_rows(model, n, ...)     ->  SELECT unnest(ddf_synthesize_<model>(range, seed))
+                                           FROM range(n)
+    train_latent_diffusion(tbl, ...)   ->  SELECT unnest(ddf_train(...))   (VOLATILE: runs once,
+                                           at execution time, never at bind time)
+
+so names, order and types of the output are the source's (DESCRIBE and CREATE TABLE AS agree),
+and every row goes through the same ``Model`` methods as the Python API.
+
+What DuckDB 2.0 requires of this (see DESIGN.md section 4):
+- UDFs are instance-wide and die with the instance; macros are TEMP, so per connection:
+  ``install`` is idempotent and is called on every connection or cursor that uses them.
+- SQL run from inside a UDF goes through a cursor of an installed, still open connection.
+- A UDF whose registering connection was closed segfaults the process when called, unless its
+  callable is still referenced: every callable is kept in ``_KEEP`` for the life of the process.
+- A UDF registered while a query runs is invisible to that query, so per-model UDFs are
+  registered ahead: by ``install`` for every stored model, and right after each training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from sqlglot import exp
+
+from . import api
+from .registry import registry_for
+from .runtime import DEFAULT_DRAWS, Model
+from .schema import PASSTHROUGH
+from .source import parse_source
+
+_KEEP: list = []  # every callable handed to DuckDB, referenced for the life of the process
+_LOCK = threading.RLock()
+_INSTANCES: dict[str, _Instance] = {}
+
+SUMMARY_TYPE = {
+    "model": "VARCHAR",
+    "source": "VARCHAR",
+    "rows": "BIGINT",
+    "columns": "BIGINT",
+    "modelled_columns": "BIGINT",
+    "training_seconds": "DOUBLE",
+    "validation_loss": "DOUBLE",
+    "size_bytes": "BIGINT",
+    "created_at": "VARCHAR",
+}
+MODELS_COLUMNS = {
+    "name": "VARCHAR",
+    "source": "VARCHAR",
+    "columns": "BIGINT",
+    "rows": "BIGINT",
+    "created": "TIMESTAMP",
+    "metrics": "JSON",
+    "size": "BIGINT",
+}
+
+MACROS = [
+    "CREATE OR REPLACE TEMP MACRO impute_latent_diffusion(tbl, model := NULL, seed := 0, "
+    f"draws := {DEFAULT_DRAWS}) AS TABLE "
+    "SELECT * FROM query(ddf_plan_impute(tbl, model, seed, draws))",
+    "CREATE OR REPLACE TEMP MACRO synthesize_rows(model, n, seed := 0) AS TABLE "
+    "SELECT * FROM query(ddf_plan_synthesize(model, n, seed))",
+    "CREATE OR REPLACE TEMP MACRO train_latent_diffusion(tbl, model := NULL, seed := 0, "
+    "max_seconds := NULL, settings := NULL) AS TABLE "
+    "SELECT * FROM query(ddf_plan_train(tbl, model, seed, max_seconds, settings))",
+    "CREATE OR REPLACE TEMP MACRO latent_diffusion_models() AS TABLE "
+    "SELECT * FROM query(ddf_plan_models())",
+]
+
+
+class _Instance:
+    """Per DuckDB instance: its installed connections, model directory and registered UDFs."""
+
+    def __init__(self, token: str, model_dir: str | None):
+        self.token = token
+        self.model_dir = model_dir
+        self.connections: list[duckdb.DuckDBPyConnection] = []
+        self.functions: set[str] = set()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor of any still-open installed connection, for SQL run inside a UDF."""
+        for con in list(self.connections):
+            try:
+                return con.cursor()
+            except duckdb.ConnectionException:
+                self.connections.remove(con)
+        raise RuntimeError(
+            "every connection that installed duckdb_diffusion on this database is closed; "
+            "call duckdb_diffusion.install(con) on the connection you use"
+        )
+
+
+def install(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list[str]:
+    """Register the SQL functions and every stored model on ``con``. Idempotent; call it on
+    every connection and cursor that runs the functions. Returns the stored models' names."""
+    with _LOCK:
+        instance = _instance(con, model_dir)
+        if con not in instance.connections:
+            instance.connections.append(con)
+        names = registry_for(con, instance.model_dir).names()
+        for name in names:
+            _register_model(con, instance, api.load_model(con, name, instance.model_dir))
+        for statement in MACROS:
+            con.execute(statement)
+        return names
+
+
+def connect(database: str = ":memory:", model_dir: str | None = None, **kwargs):
+    """``duckdb.connect`` with the functions installed."""
+    con = duckdb.connect(database, **kwargs)
+    install(con, model_dir)
+    return con
+
+
+def after_training(con: duckdb.DuckDBPyConnection, name: str, model_dir: str | None) -> None:
+    """Register a freshly trained model on ``con``'s instance if the functions are installed."""
+    with _LOCK:
+        token = _token(con)
+        if token in _INSTANCES:
+            _register_model(con, _INSTANCES[token], api.load_model(con, name, model_dir))
+
+
+# -- instances --------------------------------------------------------------------------------
+def _token(con) -> str | None:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'ddf_instance'"
+    ).fetchall()[0][0]
+    return con.execute("SELECT ddf_instance()").fetchall()[0][0] if found else None
+
+
+def _instance(con, model_dir) -> _Instance:
+    token = _token(con)
+    if token is not None:
+        instance = _INSTANCES[token]
+        if model_dir is not None:
+            instance.model_dir = model_dir
+        return instance
+    instance = _Instance(uuid.uuid4().hex, model_dir)
+    _INSTANCES[instance.token] = instance
+    _register(con, "ddf_instance", lambda: instance.token, [], "VARCHAR", native=True)
+    _register(
+        con,
+        "ddf_plan_impute",
+        _planner(instance, _plan_impute, 4),
+        ["VARCHAR"] * 2 + ["BIGINT"] * 2,
+        "VARCHAR",
+        native=True,
+    )
+    _register(
+        con,
+        "ddf_plan_synthesize",
+        _planner(instance, _plan_synthesize, 3),
+        ["VARCHAR", "BIGINT", "BIGINT"],
+        "VARCHAR",
+        native=True,
+    )
+    _register(
+        con,
+        "ddf_plan_train",
+        _planner(instance, _plan_train, 5),
+        ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR"],
+        "VARCHAR",
+        native=True,
+    )
+    _register(
+        con, "ddf_plan_models", _planner(instance, _plan_models, 0), [], "VARCHAR", native=True
+    )
+    _register(
+        con,
+        "ddf_train",
+        _train_udf(instance),
+        ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR"],
+        _struct(SUMMARY_TYPE),
+        side_effects=True,
+    )
+    return instance
+
+
+def _register(con, name, function, parameters, returns, native=False, side_effects=False):
+    _KEEP.append(function)
+    con.create_function(
+        name,
+        function,
+        None if parameters is None else [duckdb.sqltype(p) for p in parameters],
+        duckdb.sqltype(returns) if isinstance(returns, str) else returns,
+        type="native" if native else "arrow",
+        null_handling="special",
+        side_effects=side_effects,
+    )
+
+
+def _struct(columns: dict[str, str]):
+    return duckdb.struct_type({name: duckdb.sqltype(t) for name, t in columns.items()})
+
+
+# -- per-model UDFs ---------------------------------------------------------------------------
+def _function_names(model: Model) -> tuple[str, str]:
+    graphs = model.spec["graphs"]
+    digest = hashlib.sha256((graphs["impute"] + graphs["synthesize"]).encode()).hexdigest()[:20]
+    return f"ddf_impute_{digest}", f"ddf_synthesize_{digest}"
+
+
+def _register_model(con, instance: _Instance, model: Model) -> None:
+    impute_name, synth_name = _function_names(model)
+    if impute_name in instance.functions:
+        return
+    modelled = [c for c in model.columns if c.kind != PASSTHROUGH]
+    _register(
+        con,
+        impute_name,
+        _impute_udf(model),
+        None,
+        _struct({c.name: c.duckdb_type for c in modelled}),
+    )
+    _register(
+        con,
+        synth_name,
+        _synthesize_udf(model),
+        ["BIGINT", "BIGINT"],
+        _struct({c.name: c.duckdb_type for c in model.columns}),
+    )
+    instance.functions.add(impute_name)
+
+
+def _impute_udf(model: Model):
+    names = [c.name for c in model.columns if c.kind != PASSTHROUGH]
+
+    def impute(rows, seed, draws):
+        rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
+        batch = pa.RecordBatch.from_struct_array(rows)
+        filled = model.impute_batch(batch, _first_int(seed), _first_int(draws))
+        return pa.StructArray.from_arrays(
+            [filled.column(n) for n in names], fields=[filled.schema.field(n) for n in names]
+        )
+
+    return impute
+
+
+def _synthesize_udf(model: Model):
+    def synthesize(ordinals, seed):
+        ordinals = ordinals.to_numpy() if hasattr(ordinals, "to_numpy") else np.asarray(ordinals)
+        batch = model.synthesize_rows(np.asarray(ordinals, dtype=np.int64), _first_int(seed))
+        return pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
+
+    return synthesize
+
+
+def _first_int(array) -> int:
+    value = array[0]
+    return int(value.as_py() if hasattr(value, "as_py") else value)
+
+
+# -- planners: bind-time UDFs that turn the macro's arguments into SQL -----------------------
+def _planner(instance: _Instance, plan, arity: int):
+    """``plan`` as a UDF of exactly ``arity`` arguments (DuckDB checks the signature)."""
+
+    def run(*args):
+        cursor = instance.cursor()
+        try:
+            return plan(instance, cursor, *args)
+        finally:
+            cursor.close()
+
+    signatures = {
+        0: lambda: run(),
+        3: lambda a, b, c: run(a, b, c),
+        4: lambda a, b, c, d: run(a, b, c, d),
+        5: lambda a, b, c, d, e: run(a, b, c, d, e),
+    }
+    return signatures[arity]
+
+
+def _plan_impute(instance, cursor, table, model, seed, draws) -> str:
+    seed = _parameter("seed", seed, minimum=0)
+    draws = _parameter("draws", draws, minimum=1, maximum=1000)
+    source = parse_source(_text("tbl", table))
+    name = api.model_name(model, source)
+    relation = source.relation(cursor)
+    loaded = api.load_model(cursor, name, instance.model_dir, table)
+    api.check_compatible(loaded, table, relation.columns, [str(t) for t in relation.types])
+    impute_name, _ = _function_names(loaded)
+    _require_registered(instance, impute_name, name)
+    fields = [c.name for c in loaded.columns if c.kind != PASSTHROUGH]
+    packed = ", ".join(f"{_ident(f)} := {_ident(f)}" for f in fields)
+    replaced = ", ".join(f"__ddf.{_ident(f)} AS {_ident(f)}" for f in fields)
+    return (
+        f"SELECT * EXCLUDE (__ddf) REPLACE ({replaced}) FROM ("
+        f"SELECT *, {impute_name}(struct_pack({packed}), {seed}, {draws}) AS __ddf "
+        f"FROM ({source.sql}))"
+    )
+
+
+def _plan_synthesize(instance, cursor, model, n, seed) -> str:
+    n = _parameter("n", n, minimum=0, maximum=10**12)
+    seed = _parameter("seed", seed, minimum=0)
+    name = _text("model", model)
+    loaded = api.load_model(cursor, name, instance.model_dir)
+    _, synth_name = _function_names(loaded)
+    _require_registered(instance, synth_name.replace("synthesize", "impute"), name)
+    return f"SELECT unnest({synth_name}(range, {seed})) FROM range({n})"
+
+
+def _plan_train(instance, cursor, table, model, seed, max_seconds, settings) -> str:
+    seed = _parameter("seed", seed, minimum=0)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    _settings(settings)
+    source = parse_source(_text("tbl", table))
+    name = api.model_name(model, source)
+    source.relation(cursor)  # fail at bind time if the table does not exist
+    args = [
+        exp.Literal.string(table),
+        exp.Literal.string(name),
+        exp.Literal.number(seed),
+        exp.Literal.number(max_seconds) if max_seconds is not None else exp.null(),
+        exp.Literal.string(settings) if settings is not None else exp.null(),
+    ]
+    call = exp.Anonymous(this="ddf_train", expressions=args).sql(dialect="duckdb")
+    return f"SELECT unnest({call}) FROM range(1)"
+
+
+def _plan_models(instance, cursor) -> str:
+    rows = []
+    for info in api.models(cursor, instance.model_dir):
+        values = [
+            exp.Literal.string(info["model"]),
+            exp.Literal.string(info["source"]),
+            exp.Literal.number(info["columns"]),
+            exp.Literal.number(info["rows"]),
+            exp.Literal.string(info["created_at"]),
+            exp.Literal.string(json.dumps(info["metrics"], sort_keys=True)),
+            exp.Literal.number(info["size_bytes"]),
+        ]
+        rows.append("(" + ", ".join(v.sql(dialect="duckdb") for v in values) + ")")
+    names = ", ".join(_ident(c) for c in MODELS_COLUMNS)
+    casts = ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in MODELS_COLUMNS.items())
+    if not rows:
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in MODELS_COLUMNS.items())
+        return f"SELECT {empty} WHERE false"
+    return f"SELECT {casts} FROM (VALUES {', '.join(rows)}) AS t({names}) ORDER BY name"
+
+
+def _train_udf(instance: _Instance):
+    def train(table, model, seed, max_seconds, settings_json):
+        table, model = table[0].as_py(), model[0].as_py()
+        settings = {"progress": False, **_settings(settings_json[0].as_py())}
+        settings["seed"] = int(seed[0].as_py())
+        if max_seconds[0].as_py() is not None:
+            settings["max_seconds"] = float(max_seconds[0].as_py())
+        cursor = instance.cursor()
+        try:
+            # api.train registers the new model's UDFs (after_training), for the next query.
+            info = api.train(cursor, table, model, model_dir=instance.model_dir, **settings)
+        finally:
+            cursor.close()
+        row = {
+            "model": info["model"],
+            "source": info["source"],
+            "rows": info["rows"],
+            "columns": info["columns"],
+            "modelled_columns": info["modelled_columns"],
+            "training_seconds": info["training_seconds"],
+            "validation_loss": info["metrics"]["diffusion"]["validation_loss"],
+            "size_bytes": info["size_bytes"],
+            "created_at": info["created_at"],
+        }
+        return pa.array([row] * len(seed))
+
+    return train
+
+
+def _settings(text: str | None) -> dict:
+    """The ``settings`` parameter: a JSON object of training settings (TrainConfig fields)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"parameter settings must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"parameter settings must be a JSON object, got {text!r}")
+    return value
+
+
+def _require_registered(instance: _Instance, function: str, name: str) -> None:
+    if function not in instance.functions:
+        raise LookupError(
+            f"model {name!r} was stored after duckdb_diffusion.install() ran on this database "
+            f"(by another process, or retrained there); call duckdb_diffusion.install(con) again"
+        )
+
+
+def _parameter(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    if value is None or isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"parameter {name} must be {bound}, got {value}")
+    return int(value)
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"parameter {name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _ident(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")

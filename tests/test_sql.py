@@ -1,0 +1,210 @@
+"""The SQL surface on real connections: every statement of the contract, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+import duckdb_diffusion as ddf
+
+from .conftest import FAST, data_file
+from .test_core import run_python
+
+
+def describe(con, sql: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {sql}").fetchall()]
+
+
+@pytest.fixture
+def sql(housing):
+    ddf.install(housing)
+    return housing
+
+
+def test_impute_through_sql_equals_the_python_api_and_keeps_the_schema(sql):
+    through_sql = sql.sql(
+        "SELECT * FROM impute_latent_diffusion('housing', seed := 2)"
+    ).to_arrow_table()
+    through_python = ddf.impute(sql, "housing", seed=2).to_arrow_table()
+    assert through_sql.equals(through_python)
+    assert through_sql.column("total_bedrooms").null_count == 0
+    expected = describe(sql, "SELECT * FROM housing")
+    assert describe(sql, "SELECT * FROM impute_latent_diffusion('housing')") == expected
+    sql.execute("CREATE OR REPLACE TABLE housing_filled AS FROM impute_latent_diffusion('housing')")
+    assert describe(sql, "housing_filled") == expected
+
+
+def test_quoted_qualified_names_and_subqueries(sql):
+    plain = sql.execute("SELECT * FROM impute_latent_diffusion('housing')").fetchall()
+    quoted = sql.execute(
+        """SELECT * FROM impute_latent_diffusion('"warehouse"."main"."housing"')"""
+    ).fetchall()
+    assert quoted == plain
+    sub = sql.execute(
+        "SELECT count(*), count(total_bedrooms) FROM impute_latent_diffusion("
+        "'(SELECT * FROM housing WHERE house_id <= 100)', model := 'housing')"
+    ).fetchall()
+    assert sub == [(100, 100)]
+
+
+def test_one_and_two_threads_give_the_same_result(sql):
+    results = []
+    for threads in (1, 2):
+        sql.execute(f"SET threads = {threads}")
+        results.append(
+            sql.sql(
+                "SELECT * FROM impute_latent_diffusion('housing', seed := 9, draws := 3)"
+            ).to_arrow_table()
+        )
+        results.append(
+            sql.sql("SELECT * FROM synthesize_rows('housing', 3000, seed := 9)").to_arrow_table()
+        )
+    assert results[0].equals(results[2])
+    assert results[1].equals(results[3])
+
+
+def test_cursors_and_repeated_install(sql):
+    assert ddf.install(sql) == ["housing"]
+    cursor = sql.cursor()
+    ddf.install(cursor)
+    ddf.install(cursor)
+    via_cursor = cursor.execute(
+        "SELECT * FROM synthesize_rows('housing', 50, seed := 1)"
+    ).fetchall()
+    via_con = sql.execute("SELECT * FROM synthesize_rows('housing', 50, seed := 1)").fetchall()
+    assert via_cursor == via_con
+    cursor.close()
+    assert sql.execute("SELECT count(*) FROM synthesize_rows('housing', 5)").fetchall() == [(5,)]
+
+
+def test_synthesize_rows_through_sql(sql):
+    relation = "synthesize_rows('housing', 1234, seed := 7)"
+    assert describe(sql, f"SELECT * FROM {relation}") == describe(sql, "SELECT * FROM housing")
+    table = sql.sql(f"SELECT * FROM {relation}").to_arrow_table()
+    assert table.num_rows == 1234
+    assert table.equals(ddf.synthesize(sql, "housing", n=1234, seed=7).to_arrow_table())
+    assert sql.execute("SELECT count(*) FROM synthesize_rows('housing', 0)").fetchall() == [(0,)]
+
+
+def test_models_listing(sql):
+    rows = sql.execute("SELECT * FROM latent_diffusion_models()").fetchall()
+    columns = [d[0] for d in sql.description]
+    assert columns == ["name", "source", "columns", "rows", "created", "metrics", "size"]
+    (row,) = rows
+    assert row[0] == "housing" and row[2] == 11 and row[3] == 1500 and row[6] > 0
+    assert "onnx_check" in json.loads(row[5])
+
+
+def test_sql_training_in_memory_matches_python_training():
+    settings = json.dumps({**FAST, "max_seconds": 600, "vae_epochs": 2, "diffusion_epochs": 2})
+    digests = []
+    for door in ("sql", "python"):
+        con = ddf.connect()
+        con.execute(
+            "CREATE TABLE c AS SELECT * FROM read_parquet(?) LIMIT 400", [data_file("california")]
+        )
+        con.execute("UPDATE c SET households = NULL WHERE population > 1500")
+        if door == "sql":
+            (row,) = con.execute(
+                "SELECT * FROM train_latent_diffusion('(SELECT * FROM c WHERE latitude > 0)', "
+                "model := 'recent', seed := 4, settings := ?)",
+                [settings],
+            ).fetchall()
+            assert row[0] == "recent" and row[2] == 400
+            filled = con.execute(
+                "SELECT count(households) FROM impute_latent_diffusion('c', model := 'recent')"
+            ).fetchall()
+            assert filled == [(400,)]
+        else:
+            ddf.train(
+                con,
+                "(SELECT * FROM c WHERE latitude > 0)",
+                "recent",
+                seed=4,
+                **json.loads(settings),
+            )
+        spec = con.execute("SELECT spec::VARCHAR FROM duckdb_diffusion.models").fetchall()[0][0]
+        digests.append(json.loads(spec)["graphs"])
+        con.close()
+    assert digests[0] == digests[1]
+
+
+def test_reopened_database_in_a_new_process(housing_db, housing):
+    ddf.install(housing)
+    expected = housing.execute(
+        "SELECT * FROM impute_latent_diffusion('housing', seed := 5)"
+    ).fetchall()
+    housing.close()
+    code = f"""
+        import duckdb_diffusion as ddf
+        con = ddf.connect({str(housing_db)!r}, read_only=True)
+        rows = con.execute("SELECT * FROM impute_latent_diffusion('housing', seed := 5)").fetchall()
+        print(repr(rows))
+        con.close()
+    """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr(expected)
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("SELECT * FROM impute_latent_diffusion('nope')", "table 'nope' was not found"),
+        (
+            "SELECT * FROM impute_latent_diffusion('housing', model := 'zz')",
+            "train_latent_diffusion('housing', model := 'zz')",
+        ),
+        ("SELECT * FROM synthesize_rows('zz', 5)", "no model named 'zz'"),
+        ("SELECT * FROM impute_latent_diffusion('housing', draws := 0)", "parameter draws"),
+        ("SELECT * FROM impute_latent_diffusion('housing', seed := -1)", "parameter seed"),
+        ("SELECT * FROM impute_latent_diffusion(NULL)", "parameter tbl"),
+        ("SELECT * FROM synthesize_rows('housing', -1)", "parameter n"),
+        ("SELECT * FROM synthesize_rows('housing', NULL)", "parameter n"),
+        ("SELECT * FROM impute_latent_diffusion('housing', bogus := 1)", "does not support"),
+        (
+            "SELECT * FROM impute_latent_diffusion('(DELETE FROM housing)', model := 'housing')",
+            "SELECT",
+        ),
+        ("SELECT * FROM impute_latent_diffusion('x; DROP TABLE housing')", "x; DROP TABLE housing"),
+        ("SELECT * FROM impute_latent_diffusion('(SELECT 1)')", "name the model"),
+        ("SELECT * FROM train_latent_diffusion('housing', settings := '[1]')", "JSON object"),
+        ("SELECT * FROM train_latent_diffusion('housing', settings := '{\"wat\": 1}')", "wat"),
+        ("SELECT * FROM train_latent_diffusion('nope')", "table 'nope' was not found"),
+    ],
+)
+def test_errors_are_sql_errors_that_say_what_to_do(sql, statement, message):
+    with pytest.raises(duckdb.Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sql.execute(statement).fetchall()
+    assert sql.execute("SELECT count(*) FROM housing").fetchall() == [(1500,)]
+
+
+def test_drifted_table_names_the_columns(sql):
+    sql.execute(
+        "CREATE OR REPLACE TABLE drifted AS SELECT * EXCLUDE (latitude) "
+        "REPLACE (population::VARCHAR AS population) FROM housing"
+    )
+    with pytest.raises(duckdb.Error, match=r"missing columns \['latitude'\].*population"):
+        sql.execute(
+            "SELECT * FROM impute_latent_diffusion('drifted', model := 'housing')"
+        ).fetchall()
+
+
+def test_functions_survive_the_installing_connection_closing(housing_db):
+    """DuckDB segfaults when a UDF outlives its registering connection unless it is kept alive
+    (DESIGN.md section 4): run it in a subprocess and check the exit code."""
+    code = f"""
+        import duckdb, duckdb_diffusion as ddf
+        first = duckdb.connect({str(housing_db)!r})
+        second = duckdb.connect({str(housing_db)!r})
+        ddf.install(first)
+        ddf.install(second)
+        first.close()
+        print(second.execute("SELECT count(*) FROM synthesize_rows('housing', 10)").fetchall())
+        second.close()
+    """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert "[(10,)]" in done.stdout
