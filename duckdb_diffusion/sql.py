@@ -329,7 +329,9 @@ def _plan_train(instance, cursor, table, model, seed, max_seconds, settings) -> 
         exp.Literal.string(settings) if settings is not None else exp.null(),
     ]
     call = exp.Anonymous(this="ddf_train", expressions=args).sql(dialect="duckdb")
-    return f"SELECT unnest({call}) FROM range(1)"
+    # unnest() of a VOLATILE call repeats the call once per struct field (measured: DuckDB
+    # does not share volatile expressions), so the call is made once in a subquery.
+    return f"SELECT unnest(summary) FROM (SELECT {call} AS summary)"
 
 
 def _plan_models(instance, cursor) -> str:

@@ -131,6 +131,26 @@ def test_sql_training_in_memory_matches_python_training():
     assert digests[0] == digests[1]
 
 
+def test_training_from_sql_trains_once(monkeypatch):
+    calls = []
+    real_train = ddf.api.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(args[1])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(ddf.api, "train", counting_train)
+    con = ddf.connect()
+    con.execute(
+        "CREATE TABLE c AS SELECT * FROM read_parquet(?) LIMIT 300", [data_file("california")]
+    )
+    settings = json.dumps({**FAST, "max_seconds": 600, "vae_epochs": 1, "diffusion_epochs": 1})
+    rows = con.execute("SELECT * FROM train_latent_diffusion('c', settings := ?)", [settings])
+    assert len(rows.fetchall()) == 1
+    assert calls == ["c"]
+    con.close()
+
+
 def test_reopened_database_in_a_new_process(housing_db, housing):
     ddf.install(housing)
     expected = housing.execute(

@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from .edm import Precond, denoising_loss
 from .networks import ColumnVAE, Denoiser
 
+VALIDATE_EVERY_STEPS = 100
+VALIDATION_SAMPLES = 2048
+
 
 @dataclass
 class TrainConfig:
@@ -32,7 +35,7 @@ class TrainConfig:
     vae_share: float = 0.15  # of the time budget
     vae_epochs: int = 60
     diffusion_epochs: int = 1000
-    patience: int = 25  # epochs without validation improvement
+    patience: int = 20  # validations (at least VALIDATE_EVERY_STEPS apart) without improvement
     batch_size: int = 256
     learning_rate: float = 2e-3
     latent_dim: int = 2
@@ -161,9 +164,12 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     latent_dim = config.latent_dim
     val_rows = val_rows if len(val_rows) else fit_rows[: config.batch_size]
+    # Small tables: repeat validation rows (each copy gets its own mask and noise) so the
+    # validation loss is steady enough to stop on.
+    val_rows = np.tile(val_rows, -(-VALIDATION_SAMPLES // len(val_rows)))
     val_gen = torch.Generator().manual_seed(config.seed + 1)
     val_state = torch.random.get_rng_state()
-    best, best_state, stale, epoch, steps = math.inf, None, 0, 0, 0
+    best, best_state, stale, epoch, steps, validated = math.inf, None, 0, 0, 0, 0
     for epoch in range(1, config.diffusion_epochs + 1):
         denoiser.train()
         for idx in _batches(fit_rows, config.batch_size, config.seed + 10_000 + epoch):
@@ -176,6 +182,10 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
             optimizer.step()
             steps += 1
             _ema_update(ema, denoiser, min(config.ema_decay, (1 + steps) / (10 + steps)))
+        last_epoch = epoch == config.diffusion_epochs or clock.out_of_time()
+        if steps - validated < VALIDATE_EVERY_STEPS and not last_epoch:
+            continue
+        validated = steps
         # A fixed draw of masks and noise makes validation losses comparable across epochs.
         train_state = torch.random.get_rng_state()
         torch.random.set_rng_state(val_state)
@@ -249,6 +259,7 @@ class _Clock:
         self.start = time.perf_counter()
         self.budget = config.max_seconds
         self.bar = None
+        self.shown = 0.0
         if config.progress:
             from tqdm.auto import tqdm
 
@@ -261,9 +272,12 @@ class _Clock:
         return self.elapsed() > self.budget
 
     def show(self, stage: str, epoch: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.n = min(int(self.elapsed()), self.bar.total)
-            self.bar.set_postfix_str(f"{stage} epoch {epoch} val {loss:.4f}", refresh=True)
+        """Redraw at most twice a second: small tables run thousands of epochs."""
+        if self.bar is None or time.perf_counter() - self.shown < 0.5:
+            return
+        self.shown = time.perf_counter()
+        self.bar.n = min(int(self.elapsed()), self.bar.total)
+        self.bar.set_postfix_str(f"{stage} epoch {epoch} val {loss:.4f}", refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:

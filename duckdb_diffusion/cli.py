@@ -1,0 +1,200 @@
+"""``duckdb-diffusion``: the command line, a thin door onto the SQL functions.
+
+Every command opens the database with the functions installed and runs the same SQL a user
+would (``train_latent_diffusion``, ``impute_latent_diffusion``, ...), with DuckDB's progress
+bar on for long scans and a training progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sqlglot import exp
+
+from . import sql as ddf_sql
+from .source import SourceError, parse_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (SourceError, ValueError, LookupError) as error:
+        print(f"duckdb-diffusion {args.command}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # DuckDB errors carry the UDF's message
+        if type(error).__module__.startswith(("duckdb", "_duckdb")):
+            print(f"duckdb-diffusion {args.command}: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="duckdb-diffusion",
+        description="Latent-diffusion imputation and synthesis for DuckDB tables.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model on a table and store it")
+    train.add_argument("database", help="DuckDB database file")
+    train.add_argument("table", help="table or view name, or a parenthesised SELECT")
+    train.add_argument("--model", help="model name (default: the table's name)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-seconds", type=float, help="training time budget (default 240)")
+    _common(train)
+    train.set_defaults(run=_train)
+
+    impute = commands.add_parser("impute", help="fill the NULLs of a table")
+    impute.add_argument("database")
+    impute.add_argument("table")
+    impute.add_argument("--model")
+    impute.add_argument("--seed", type=int, default=0)
+    impute.add_argument("--draws", type=int, help="posterior draws per row (default 5)")
+    _destination(impute)
+    _common(impute)
+    impute.set_defaults(run=_impute)
+
+    synth = commands.add_parser("synthesize", help="generate new rows from a model")
+    synth.add_argument("database")
+    synth.add_argument("model")
+    synth.add_argument("-n", "--rows", type=int, required=True, help="how many rows")
+    synth.add_argument("--seed", type=int, default=0)
+    _destination(synth)
+    _common(synth)
+    synth.set_defaults(run=_synthesize)
+
+    models = commands.add_parser("models", help="list the stored models")
+    models.add_argument("database")
+    _common(models)
+    models.set_defaults(run=_models)
+
+    demo = commands.add_parser(
+        "demo", help="the main job end to end on a real dataset, in a temporary database"
+    )
+    demo.add_argument("--data", help="a Parquet or CSV file (default: Palmer penguins)")
+    demo.add_argument("--max-seconds", type=float, default=40.0, help="training budget")
+    demo.add_argument("--hide", type=float, default=0.2, help="share of cells to hide")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _common(parser) -> None:
+    parser.add_argument("--model-dir", help="store models in this directory, not the database")
+
+
+def _destination(parser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--into", metavar="TABLE", help="write the result to this table")
+    where.add_argument("--out", metavar="FILE", help="write the result to a .parquet/.csv file")
+
+
+def _connect(args, read_only: bool = False):
+    if not Path(args.database).exists():
+        raise ValueError(f"database file {args.database!r} does not exist")
+    con = ddf_sql.connect(args.database, model_dir=args.model_dir, read_only=read_only)
+    con.execute("SET enable_progress_bar = true")
+    return con
+
+
+def _call(function: str, positional: list, named: dict) -> tuple[str, list]:
+    """``SELECT * FROM function(?, ..., name := ?)`` with every value bound as a parameter."""
+    parts = ["?"] * len(positional)
+    values = list(positional)
+    for name, value in named.items():
+        if value is not None:
+            parts.append(f"{name} := ?")
+            values.append(value)
+    return f"SELECT * FROM {function}({', '.join(parts)})", values
+
+
+def _train(args) -> int:
+    con = _connect(args)
+    settings = json.dumps({"progress": True})
+    query, values = _call(
+        "train_latent_diffusion",
+        [args.table],
+        {
+            "model": args.model,
+            "seed": args.seed,
+            "max_seconds": args.max_seconds,
+            "settings": settings,
+        },
+    )
+    relation = con.execute(query, values)
+    columns = [d[0] for d in relation.description]
+    (row,) = relation.fetchall()
+    for name, value in zip(columns, row, strict=True):
+        print(f"{name:>18}: {value}")
+    con.close()
+    return 0
+
+
+def _impute(args) -> int:
+    con = _connect(args, read_only=not args.into)
+    named = {"model": args.model, "seed": args.seed, "draws": args.draws}
+    query, values = _call("impute_latent_diffusion", [args.table], named)
+    _deliver(con, query, values, args)
+    con.close()
+    return 0
+
+
+def _synthesize(args) -> int:
+    con = _connect(args, read_only=not args.into)
+    query, values = _call("synthesize_rows", [args.model, args.rows], {"seed": args.seed})
+    _deliver(con, query, values, args)
+    con.close()
+    return 0
+
+
+def _deliver(con, query: str, values: list, args) -> None:
+    if args.into:
+        parse_source(args.into)  # validates the name
+        target = exp.to_table(args.into, dialect="duckdb").sql(dialect="duckdb")
+        con.execute(f"CREATE TABLE {target} AS {query}", values)
+        count = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        print(f"wrote {count} rows to {target}")
+    elif args.out:
+        out = Path(args.out)
+        kind = "csv" if out.suffix.lower() == ".csv" else "parquet"
+        literal = exp.Literal.string(str(out)).sql(dialect="duckdb")
+        con.execute(f"COPY ({query}) TO {literal} (FORMAT {kind})", values)
+        print(f"wrote {out}")
+    else:
+        relation = con.execute(query, values)
+        columns = [d[0] for d in relation.description]
+        rows = relation.fetchmany(10)
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join("NULL" if v is None else str(v) for v in row))
+
+
+def _models(args) -> int:
+    con = _connect(args, read_only=True)
+    rows = con.execute(
+        "SELECT name, source, columns, rows, created, size FROM latent_diffusion_models()"
+    ).fetchall()
+    if not rows:
+        print("no models; train one with: duckdb-diffusion train DATABASE TABLE")
+    for name, source, columns, count, created, size in rows:
+        print(f"{name}\t{source}\t{columns} columns\t{count} rows\t{created}\t{size} bytes")
+    con.close()
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.data, max_seconds=args.max_seconds, hide=args.hide, seed=args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
