@@ -37,7 +37,13 @@ BLOCK_ROWS = 256
 
 
 def preferred_providers() -> list[str]:
+    """CUDA first where onnxruntime-gpu is installed, then CPU."""
     available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available and hasattr(ort, "preload_dlls"):
+        try:  # CUDA libraries from the nvidia-* wheels, when they are not on the library path
+            ort.preload_dlls()
+        except Exception as error:  # the session below falls back to CPU and says so
+            log.warning("onnxruntime.preload_dlls() failed: %s", error)
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
@@ -63,13 +69,16 @@ class Model:
                 options.log_severity_level = 3
                 # 0 lets onnxruntime use every core; set to pin the thread count.
                 options.intra_op_num_threads = int(os.environ.get("DUCKDB_DIFFUSION_THREADS", "0"))
+                providers = preferred_providers()
                 session = ort.InferenceSession(
-                    self.artifact.graphs[graph], options, providers=preferred_providers()
+                    self.artifact.graphs[graph], options, providers=providers
                 )
                 self._sessions[graph] = session
-                log.info(
-                    "model %r: %s graph runs on %s", self.name, graph, session.get_providers()[0]
-                )
+                # onnxruntime-gpu lists CUDA even where it cannot load: read back what runs.
+                running = session.get_providers()[0]
+                if running != providers[0]:
+                    log.warning("model %r: %s unusable, using %s", self.name, providers[0], running)
+                log.info("model %r: %s graph runs on %s", self.name, graph, running)
             return self._sessions[graph]
 
     @property
