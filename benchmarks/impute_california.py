@@ -16,55 +16,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion.evaluate import hide_cells, imputation_scores, mean_mode_fill
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "california.parquet"
-
-
-def hide(table: pa.Table, rate: float, seed: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """MCAR: each observed cell is hidden with probability ``rate``; returns the hidden masks."""
-    rng = np.random.default_rng(seed)
-    columns, hidden = [], {}
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        mask = (rng.random(len(column)) < rate) & ~column.is_null().to_numpy(zero_copy_only=False)
-        hidden[name] = mask
-        columns.append(pc.if_else(pa.array(mask), pa.nulls(len(column), column.type), column))
-    return pa.table(columns, names=table.column_names), hidden
-
-
-def score(truth: pa.Table, imputed, hidden, numeric, categorical) -> dict:
-    errors, hits = [], []
-    for name in numeric:
-        true = truth.column(name).to_numpy().astype(float)
-        std = np.nanstd(true)
-        got = np.asarray(imputed[name], dtype=float)
-        errors.append(((got - true) / std)[hidden[name]])
-    for name in categorical:
-        true = np.asarray(truth.column(name).to_pylist(), dtype=object)
-        got = np.asarray(imputed[name], dtype=object)
-        hits.append((got == true)[hidden[name]])
-    err = np.concatenate(errors) if errors else np.zeros(0)
-    return {
-        "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
-        "acc": float(np.concatenate(hits).mean()) if hits else float("nan"),
-    }
-
-
-def mean_mode(masked: pa.Table, numeric, categorical) -> dict:
-    out = {}
-    for name in numeric:
-        values = masked.column(name).to_numpy(zero_copy_only=False).astype(float)
-        out[name] = np.where(np.isnan(values), np.nanmean(values), values)
-    for name in categorical:
-        column = masked.column(name)
-        counts = pc.value_counts(column.drop_null()).to_pylist()
-        mode = max(counts, key=lambda item: item["counts"])["values"]
-        out[name] = np.asarray(column.fill_null(mode).to_pylist(), dtype=object)
-    return out
 
 
 def mice(masked: pa.Table, numeric, categorical, seed: int) -> dict:
@@ -125,19 +81,19 @@ def main() -> None:
         settings["max_seconds"] = args.max_seconds
 
     methods = {
-        "mean/mode": lambda m, s: mean_mode(m, numeric, categorical),
+        "mean/mode": lambda m, s: mean_mode_fill(m, numeric, categorical),
         "MICE (IterativeImputer)": lambda m, s: mice(m, numeric, categorical, s),
         "duckdb-diffusion": lambda m, s: diffusion(m, numeric, categorical, s, settings),
     }
     results = {name: [] for name in methods}
     for seed in range(args.masks):
-        masked, hidden = hide(truth, args.rate, seed)
+        masked, hidden = hide_cells(truth, truth.column_names, args.rate, seed)
         for name, method in methods.items():
             start = time.perf_counter()
             imputed = method(masked, seed)
             seconds = time.perf_counter() - start
             results[name].append(
-                {**score(truth, imputed, hidden, numeric, categorical), "s": seconds}
+                {**imputation_scores(truth, imputed, hidden, numeric, categorical), "s": seconds}
             )
             print(f"mask {seed} {name}: {results[name][-1]}", flush=True)
 
@@ -147,7 +103,7 @@ def main() -> None:
     print("| method | MAE | RMSE | cat. accuracy | wall s |\n|---|---|---|---|---|")
     for name, runs in results.items():
         cells = []
-        for key in ("mae", "rmse", "acc", "s"):
+        for key in ("mae", "rmse", "accuracy", "s"):
             values = np.array([r[key] for r in runs])
             cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
