@@ -228,3 +228,43 @@ def test_functions_survive_the_installing_connection_closing(housing_db):
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert "[(10,)]" in done.stdout
+
+
+def test_edge_tables_and_damaged_models_give_clear_errors():
+    con = ddf.connect()
+    settings = json.dumps({**FAST, "max_seconds": 3})
+    con.execute("CREATE TABLE empty (a DOUBLE, b VARCHAR)")
+    con.execute("CREATE TABLE one AS SELECT 1.0 AS a, 'x' AS b")
+    con.execute("CREATE TABLE keys_only AS SELECT range AS id, [range] AS l FROM range(50)")
+    for table, message in [
+        ("empty", "has 0 rows"),
+        ("one", "has 1 rows"),
+        ("keys_only", r"no column the model can learn \(id: unique integer key"),
+    ]:
+        with pytest.raises(duckdb.Error, match=message):
+            con.execute(
+                "SELECT * FROM train_latent_diffusion(?, settings := ?)", [table, settings]
+            ).fetchall()
+
+    con.execute(
+        "CREATE TABLE t AS SELECT range::DOUBLE AS a, NULL::DOUBLE AS gone, "
+        "CASE WHEN range % 4 = 0 THEN NULL ELSE (range % 3)::VARCHAR END AS c FROM range(200)"
+    )
+    (row,) = con.execute(
+        "SELECT modelled_columns FROM train_latent_diffusion('t', settings := ?)", [settings]
+    ).fetchall()
+    assert row == (2,)  # the all-NULL column is passed through, not learned
+    filled = con.execute("SELECT count(*), count(gone), count(c) FROM impute_latent_diffusion('t')")
+    assert filled.fetchall() == [(200, 0, 200)]
+    con.execute("CREATE TABLE t0 AS SELECT * FROM t LIMIT 0")
+    empty = con.execute("SELECT count(*) FROM impute_latent_diffusion('t0', model := 't')")
+    assert empty.fetchall() == [(0,)]
+
+    ddf.api._models.clear()  # forget the loaded model so the damaged one is read
+    con.execute("UPDATE duckdb_diffusion.models SET impute_graph = 'garbage'::BLOB")
+    with pytest.raises(duckdb.Error, match="impute graph is missing or damaged.*retrain"):
+        con.execute("SELECT * FROM impute_latent_diffusion('t')").fetchall()
+    con.execute("UPDATE duckdb_diffusion.models SET spec = json_object('format_version', 99)")
+    with pytest.raises(duckdb.Error, match="newer duckdb-diffusion.*upgrade"):
+        con.execute("SELECT * FROM impute_latent_diffusion('t')").fetchall()
+    con.close()

@@ -38,6 +38,11 @@ def fit_artifact(
             f"REPEATABLE ({int(config.seed)})",
         )
     table = relation.to_arrow_table()
+    if table.num_rows < 2:
+        raise ValueError(
+            f"table {source!r} has {table.num_rows} rows: training needs at least 2 (and far more "
+            f"to learn anything useful)"
+        )
     columns = demote_unlearnable(table, columns)
     modelled = [c for c in columns if c.kind != PASSTHROUGH]
     if not modelled:
@@ -46,8 +51,6 @@ def fit_artifact(
             f"table {source!r} has no column the model can learn ({reasons}); name columns to "
             f"model with categorical=[...]"
         )
-    if table.num_rows < 2:
-        raise ValueError(f"table {source!r} has {table.num_rows} rows: training needs at least 2")
     encoder = Encoder.fit(table, modelled)
     encoded = encoder.encode(table)
     trained = train(encoded.num, encoded.cat, encoded.mask, encoder.category_sizes, config)
