@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import duckdb
 import pytest
@@ -267,4 +268,40 @@ def test_edge_tables_and_damaged_models_give_clear_errors():
     con.execute("UPDATE duckdb_diffusion.models SET spec = json_object('format_version', 99)")
     with pytest.raises(duckdb.Error, match="newer duckdb-diffusion.*upgrade"):
         con.execute("SELECT * FROM impute_latent_diffusion('t')").fetchall()
+    con.close()
+
+
+def test_eight_threads_on_cursors_get_the_same_results():
+    con = ddf.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM read_parquet(?) LIMIT 3000", [data_file("california")]
+    )
+    con.execute("UPDATE t SET population = NULL WHERE households % 5 = 0")
+    settings = json.dumps({**FAST, "max_seconds": 4})
+    con.execute("SELECT * FROM train_latent_diffusion('t', settings := ?)", [settings]).fetchall()
+    queries = [
+        "SELECT * FROM impute_latent_diffusion('t', seed := 1)",
+        "SELECT * FROM synthesize_rows('t', 2000, seed := 2)",
+    ]
+    expected = [con.execute(q).fetchall() for q in queries]
+    errors, finished = [], []
+
+    def work(k: int) -> None:
+        try:
+            cursor = con.cursor()
+            ddf.install(cursor)
+            for _ in range(3):
+                assert cursor.execute(queries[k % 2]).fetchall() == expected[k % 2]
+            cursor.close()
+            finished.append(k)
+        except Exception as error:  # collected and asserted below, in the main thread
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    assert sorted(finished) == list(range(8))
     con.close()
