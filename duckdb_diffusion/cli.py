@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from . import sql as ddf_sql
+from .runtime import DEFAULT_DRAWS
 from .source import SourceError, parse_source
 
 
@@ -57,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     impute.add_argument("table")
     impute.add_argument("--model")
     impute.add_argument("--seed", type=int, default=0)
-    impute.add_argument("--draws", type=int, help="posterior draws per row (default 5)")
+    impute.add_argument(
+        "--draws", type=int, help=f"posterior draws per row (default {DEFAULT_DRAWS})"
+    )
     _destination(impute)
     _common(impute)
     impute.set_defaults(run=_impute)
