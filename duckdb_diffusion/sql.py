@@ -30,6 +30,7 @@ import hashlib
 import json
 import threading
 import uuid
+import weakref
 
 import duckdb
 import numpy as np
@@ -87,16 +88,25 @@ class _Instance:
     def __init__(self, token: str, model_dir: str | None):
         self.token = token
         self.model_dir = model_dir
-        self.connections: list[duckdb.DuckDBPyConnection] = []
+        # Weak references: holding a connection would keep its database open (and its file
+        # locked) after the user let go of it.
+        self.connections: list[weakref.ref] = []
         self.functions: set[str] = set()
+
+    def add(self, con: duckdb.DuckDBPyConnection) -> None:
+        if all(ref() is not con for ref in self.connections):
+            self.connections.append(weakref.ref(con))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor of any still-open installed connection, for SQL run inside a UDF."""
-        for con in list(self.connections):
+        for ref in list(self.connections):
+            con = ref()
             try:
-                return con.cursor()
+                if con is not None:
+                    return con.cursor()
             except duckdb.ConnectionException:
-                self.connections.remove(con)
+                pass
+            self.connections.remove(ref)
         raise RuntimeError(
             "every connection that installed duckdb_diffusion on this database is closed; "
             "call duckdb_diffusion.install(con) on the connection you use"
@@ -108,8 +118,7 @@ def install(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> lis
     every connection and cursor that runs the functions. Returns the stored models' names."""
     with _LOCK:
         instance = _instance(con, model_dir)
-        if con not in instance.connections:
-            instance.connections.append(con)
+        instance.add(con)
         names = registry_for(con, instance.model_dir).names()
         for name in names:
             _register_model(con, instance, api.load_model(con, name, instance.model_dir))

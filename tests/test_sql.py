@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 
@@ -305,3 +306,24 @@ def test_eight_threads_on_cursors_get_the_same_results():
     assert errors == []
     assert sorted(finished) == list(range(8))
     con.close()
+
+
+def test_dropping_an_installed_connection_releases_the_database(tmp_path):
+    """install() must not keep a database open (and its file locked) behind the user's back."""
+    path = tmp_path / "released.duckdb"
+    con = ddf.connect(str(path))
+    con.execute("CREATE TABLE t AS SELECT 1 AS a")
+    cursor = con.cursor()
+    ddf.install(cursor)
+    del con, cursor
+    gc.collect()
+    code = f"""
+        import duckdb
+        con = duckdb.connect({str(path)!r})
+        con.execute("INSERT INTO t VALUES (2)")
+        print(con.execute("SELECT count(*) FROM t").fetchall())
+        con.close()
+    """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert "[(2,)]" in done.stdout
