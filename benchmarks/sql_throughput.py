@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlglot import exp
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion.runtime import DEFAULT_DRAWS
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "california.parquet"
 
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--null-share", type=float, default=0.2)
     parser.add_argument("--train-seconds", type=float, default=60.0)
-    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS)
     args = parser.parse_args()
 
     con = ddf.connect()
