@@ -49,9 +49,11 @@ def train(
     source = parse_source(table)
     name = model_name(model, source)
     relation = source.relation(con)
+    registry = registry_for(con, model_dir)
+    registry.check_writable()
     columns = infer_schema(relation, categorical, passthrough)
     artifact = fit_artifact(relation, columns, name=name, source=table, settings=settings)
-    registry_for(con, model_dir).save(artifact)
+    registry.save(artifact)
     from .sql import after_training
 
     after_training(con, name, model_dir)

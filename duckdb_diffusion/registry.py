@@ -4,25 +4,29 @@ In the database, a model is one row of ``duckdb_diffusion.models`` (spec as JSON
 BLOBs), so it travels with the file, is backed up with it, and is replaced in one transaction:
 a reader sees the old model or the new one, never half of one.
 
-In a directory, a model is a folder ``NAME/`` with ``spec.json`` and one ``.onnx`` per graph,
-written beside and swapped in by rename, for read-only databases and sharing between databases.
+In a directory, a model is a folder ``NAME/`` of versions (``spec.json`` and one ``.onnx`` per
+graph) and a ``CURRENT`` file swapped in by rename, for read-only databases and for sharing
+models between databases and processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
 
-from .artifact import GRAPHS, Artifact
+from .artifact import GRAPHS, Artifact, ArtifactError
 
 SCHEMA = "duckdb_diffusion"
 TABLE = f"{SCHEMA}.models"
+SAVE_ATTEMPTS = 5
 
 
 class ModelNotFoundError(LookupError):
@@ -46,16 +50,46 @@ class DatabaseRegistry:
         ).fetchall()
         return bool(rows)
 
-    def save(self, artifact: Artifact) -> None:
+    def check_writable(self) -> None:
+        """Fail before training, not after it, when the model could not be stored."""
         cur = self.con.cursor()
         try:
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (name VARCHAR PRIMARY KEY, "
-                "created_at TIMESTAMP, spec JSON, impute_graph BLOB, synthesize_graph BLOB)"
+            name, readonly = cur.execute(
+                "SELECT database_name, readonly FROM duckdb_databases() "
+                "WHERE database_name = current_database()"
+            ).fetchall()[0]
+        finally:
+            cur.close()
+        if readonly:
+            raise PermissionError(
+                f"database {name!r} is open read-only, so no model can be stored in it; open it "
+                f"read-write, or keep models in a directory: install(con, model_dir=...) "
+                f"(CLI: --model-dir)"
             )
+
+    def save(self, artifact: Artifact) -> None:
+        self.check_writable()
+        for attempt in range(SAVE_ATTEMPTS):
+            try:
+                self._save_once(artifact)
+                return
+            except duckdb.TransactionException:
+                # Another connection of this process saved at the same moment; its model is
+                # complete, and saving again replaces it whole.
+                if attempt == SAVE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _save_once(self, artifact: Artifact) -> None:
+        cur = self.con.cursor()
+        try:
             cur.execute("BEGIN TRANSACTION")
             try:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} (name VARCHAR PRIMARY KEY, "
+                    "created_at TIMESTAMP, spec JSON, impute_graph BLOB, synthesize_graph BLOB)"
+                )
                 cur.execute(f"DELETE FROM {TABLE} WHERE name = ?", [artifact.name])
                 cur.execute(
                     f"INSERT INTO {TABLE} VALUES (?, now()::TIMESTAMP, ?, ?, ?)",
@@ -63,7 +97,8 @@ class DatabaseRegistry:
                 )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended it
+                    cur.execute("ROLLBACK")
                 raise
         finally:
             cur.close()
@@ -95,7 +130,17 @@ class DatabaseRegistry:
 
 
 class DirectoryRegistry:
-    """Models stored as folders of plain files."""
+    """Models stored as folders of plain files.
+
+    ``NAME/`` holds one subfolder per saved version and a ``CURRENT`` file naming the live one.
+    A save writes a new version folder beside the others and then replaces ``CURRENT`` in one
+    rename, so a reader (in any process) sees the old model or the new one, never a mix; two
+    processes saving one name at once both succeed and the later rename wins; a writer killed
+    mid-save leaves only an unreferenced folder that the next save removes.
+    """
+
+    KEEP_VERSIONS = 2  # the live one and its predecessor, which a reader may still be reading
+    STALE_SECONDS = 3600  # an unfinished staging folder this old belongs to a dead writer
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -103,44 +148,114 @@ class DirectoryRegistry:
     def describe(self) -> str:
         return f"directory {self.path}"
 
+    def check_writable(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PermissionError(
+                f"cannot store models in directory {self.path} ({error.strerror}); pass a "
+                f"model_dir you can write to"
+            ) from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"cannot store models in directory {self.path} (not writable); pass a model_dir "
+                f"you can write to"
+            )
+
     def save(self, artifact: Artifact) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        target = self.path / _folder_name(artifact.name)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.path))
+        self.check_writable()
+        folder = self.path / _folder_name(artifact.name)
+        folder.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         (staging / "spec.json").write_text(artifact.spec_json())
         for graph in GRAPHS:
             (staging / f"{graph}.onnx").write_bytes(artifact.graphs[graph])
-        retired = None
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=".retired-", dir=self.path))
-            os.replace(target, retired / "model")
-        os.replace(staging, target)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        _sync_folder(staging)
+        version = f"v{time.time_ns():020d}-{os.getpid()}-{staging.name[-8:]}"
+        os.rename(staging, folder / version)
+        pointer = folder / f".CURRENT-{version}"
+        pointer.write_text(version)
+        os.replace(pointer, folder / "CURRENT")
+        _sync_folder(folder)
+        self._prune(folder)
 
     def load(self, name: str) -> Artifact:
         folder = self.path / _folder_name(name)
-        if not (folder / "spec.json").is_file():
-            raise ModelNotFoundError(name)
-        graphs = {}
-        for graph in GRAPHS:
-            file = folder / f"{graph}.onnx"
-            if file.is_file():
-                graphs[graph] = file.read_bytes()
-        return Artifact.parse((folder / "spec.json").read_text(), graphs, f"{name!r} in {folder}")
+        for _ in range(5):  # a concurrent save may retire the version between two reads
+            try:
+                version = (folder / "CURRENT").read_text().strip()
+            except FileNotFoundError:
+                raise ModelNotFoundError(name) from None
+            try:
+                spec = (folder / version / "spec.json").read_text()
+                graphs = {}
+                for graph in GRAPHS:
+                    file = folder / version / f"{graph}.onnx"
+                    if file.is_file():
+                        graphs[graph] = file.read_bytes()
+            except FileNotFoundError:
+                continue
+            return Artifact.parse(spec, graphs, f"{name!r} in {folder / version}")
+        raise ArtifactError(f"model {name!r} in {folder} keeps changing while being read; retry")
 
     def names(self) -> list[str]:
         if not self.path.is_dir():
             return []
         found = []
         for folder in sorted(self.path.iterdir()):
-            if folder.name.startswith(".") or not (folder / "spec.json").is_file():
+            if folder.name.startswith(".") or not (folder / "CURRENT").is_file():
                 continue
             try:
-                found.append(json.loads((folder / "spec.json").read_text())["name"])
-            except (ValueError, KeyError, TypeError):
+                version = (folder / "CURRENT").read_text().strip()
+                found.append(json.loads((folder / version / "spec.json").read_text())["name"])
+            except (OSError, ValueError, KeyError, TypeError):
                 found.append(folder.name)
         return found
+
+    def _prune(self, folder: Path) -> None:
+        """Remove versions older than the newest few, and staging left by dead writers."""
+        try:
+            live = (folder / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return
+        versions = sorted(p.name for p in folder.iterdir() if p.name.startswith("v"))
+        keep = {live, *versions[-self.KEEP_VERSIONS :]}
+        now = time.time()
+        for entry in folder.iterdir():
+            if entry.name.startswith("v") and entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name.startswith(".") and now - _mtime(entry) > self.STALE_SECONDS:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    _unlink(entry)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder's files and the folder itself, so a rename never outlives its contents
+    after a power cut."""
+    for file in folder.iterdir():
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _folder_name(name: str) -> str:

@@ -44,7 +44,11 @@ def parse_source(text: str) -> Source:
     try:
         table = exp.to_table(stripped, dialect="duckdb")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError) as error:
-        raise SourceError(f"table name {text!r} does not parse: {error}") from None
+        raise SourceError(
+            f"table name {text!r} does not parse ({error}); write a name as in SQL, with "
+            f"double quotes around odd names ('\"my table\"', 'sales.\"2024\"'), or a "
+            f"parenthesised SELECT"
+        ) from None
     if not isinstance(table, exp.Table) or not table.name:
         raise SourceError(f"table name {text!r} is not a table name")
     parts = [p for p in (table.catalog, table.db, table.name) if p]

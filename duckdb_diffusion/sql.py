@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import threading
 import uuid
 import weakref
@@ -46,6 +48,8 @@ from .source import parse_source
 _KEEP: list = []  # every callable handed to DuckDB, referenced for the life of the process
 _LOCK = threading.RLock()
 _INSTANCES: dict[str, _Instance] = {}
+MAX_SEED = 2**63 - 1
+MAX_ROWS = 10**12
 
 SUMMARY_TYPE = {
     "model": "VARCHAR",
@@ -71,12 +75,13 @@ MODELS_COLUMNS = {
 MACROS = [
     "CREATE OR REPLACE TEMP MACRO impute_latent_diffusion(tbl, model := NULL, seed := 0, "
     f"draws := {DEFAULT_DRAWS}) AS TABLE "
-    "SELECT * FROM query(ddf_plan_impute(tbl, model, seed, draws))",
+    "SELECT * FROM query(ddf_plan_impute(tbl, model, seed::VARCHAR, draws::VARCHAR))",
     "CREATE OR REPLACE TEMP MACRO synthesize_rows(model, n, seed := 0) AS TABLE "
-    "SELECT * FROM query(ddf_plan_synthesize(model, n, seed))",
+    "SELECT * FROM query(ddf_plan_synthesize(model, n::VARCHAR, seed::VARCHAR))",
     "CREATE OR REPLACE TEMP MACRO train_latent_diffusion(tbl, model := NULL, seed := 0, "
-    "max_seconds := NULL, settings := NULL) AS TABLE "
-    "SELECT * FROM query(ddf_plan_train(tbl, model, seed, max_seconds, settings))",
+    "max_seconds := NULL, settings := NULL, categorical := NULL, passthrough := NULL) AS TABLE "
+    "SELECT * FROM query(ddf_plan_train(tbl, model, seed::VARCHAR, max_seconds::VARCHAR, "
+    "settings::VARCHAR, to_json(categorical)::VARCHAR, to_json(passthrough)::VARCHAR))",
     "CREATE OR REPLACE TEMP MACRO latent_diffusion_models() AS TABLE "
     "SELECT * FROM query(ddf_plan_models())",
 ]
@@ -164,7 +169,7 @@ def _instance(con, model_dir) -> _Instance:
         con,
         "ddf_plan_impute",
         _planner(instance, _plan_impute, 4),
-        ["VARCHAR"] * 2 + ["BIGINT"] * 2,
+        ["VARCHAR"] * 4,
         "VARCHAR",
         native=True,
     )
@@ -172,15 +177,15 @@ def _instance(con, model_dir) -> _Instance:
         con,
         "ddf_plan_synthesize",
         _planner(instance, _plan_synthesize, 3),
-        ["VARCHAR", "BIGINT", "BIGINT"],
+        ["VARCHAR"] * 3,
         "VARCHAR",
         native=True,
     )
     _register(
         con,
         "ddf_plan_train",
-        _planner(instance, _plan_train, 5),
-        ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR"],
+        _planner(instance, _plan_train, 7),
+        ["VARCHAR"] * 7,
         "VARCHAR",
         native=True,
     )
@@ -287,13 +292,13 @@ def _planner(instance: _Instance, plan, arity: int):
         0: lambda: run(),
         3: lambda a, b, c: run(a, b, c),
         4: lambda a, b, c, d: run(a, b, c, d),
-        5: lambda a, b, c, d, e: run(a, b, c, d, e),
+        7: lambda a, b, c, d, e, f, g: run(a, b, c, d, e, f, g),
     }
     return signatures[arity]
 
 
 def _plan_impute(instance, cursor, table, model, seed, draws) -> str:
-    seed = _parameter("seed", seed, minimum=0)
+    seed = _parameter("seed", seed, minimum=0, maximum=MAX_SEED)
     draws = _parameter("draws", draws, minimum=1, maximum=1000)
     source = parse_source(_text("tbl", table))
     name = api.model_name(model, source)
@@ -313,8 +318,8 @@ def _plan_impute(instance, cursor, table, model, seed, draws) -> str:
 
 
 def _plan_synthesize(instance, cursor, model, n, seed) -> str:
-    n = _parameter("n", n, minimum=0, maximum=10**12)
-    seed = _parameter("seed", seed, minimum=0)
+    n = _parameter("n", n, minimum=0, maximum=MAX_ROWS)
+    seed = _parameter("seed", seed, minimum=0, maximum=MAX_SEED)
     name = _text("model", model)
     loaded = api.load_model(cursor, name, instance.model_dir)
     _, synth_name = _function_names(loaded)
@@ -322,11 +327,23 @@ def _plan_synthesize(instance, cursor, model, n, seed) -> str:
     return f"SELECT unnest({synth_name}(range, {seed})) FROM range({n})"
 
 
-def _plan_train(instance, cursor, table, model, seed, max_seconds, settings) -> str:
-    seed = _parameter("seed", seed, minimum=0)
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
-    _settings(settings)
+def _plan_train(
+    instance, cursor, table, model, seed, max_seconds, settings, categorical, passthrough
+) -> str:
+    seed = _parameter("seed", seed, minimum=0, maximum=MAX_SEED)
+    max_seconds = _seconds(max_seconds)
+    chosen = {
+        key: names
+        for key, names in [
+            ("categorical", _names("categorical", categorical)),
+            ("passthrough", _names("passthrough", passthrough)),
+        ]
+        if names
+    }
+    if chosen:
+        settings = json.dumps({**_settings(settings), **chosen})
+    else:
+        _settings(settings)
     source = parse_source(_text("tbl", table))
     name = api.model_name(model, source)
     source.relation(cursor)  # fail at bind time if the table does not exist
@@ -406,6 +423,20 @@ def _settings(text: str | None) -> dict:
     return value
 
 
+def _names(parameter: str, text: str | None) -> list[str]:
+    """A list-of-column-names argument, arriving as JSON (the macro applies to_json)."""
+    value = None if text is None else json.loads(text)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(
+            f"parameter {parameter} must be a list of column names such as ['a', 'b'], got {text}"
+        )
+    return value
+
+
 def _require_registered(instance: _Instance, function: str, name: str) -> None:
     if function not in instance.functions:
         raise LookupError(
@@ -414,18 +445,36 @@ def _require_registered(instance: _Instance, function: str, name: str) -> None:
         )
 
 
-def _parameter(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if value is None or isinstance(value, bool) or int(value) != value:
-        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"parameter {name} must be {bound}, got {value}")
-    return int(value)
+def _parameter(name: str, text: str | None, minimum: int, maximum: int) -> int:
+    """A whole-number macro argument. Arguments arrive as text (the macros cast them), so a
+    NULL, a fraction, a word or a number beyond BIGINT gets this message, not a binder error."""
+    if text is None or not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        shown = "NULL" if text is None else repr(text)
+        raise ValueError(f"parameter {name} must be a whole number, got {shown}")
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"parameter {name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _seconds(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(
+            f"parameter max_seconds must be a positive number of seconds, got {text!r}"
+        )
+    return value
 
 
 def _text(name: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"parameter {name} must be a non-empty string, got {value!r}")
+        shown = "NULL" if value is None else repr(value)
+        raise ValueError(f"parameter {name} must be a non-empty string, got {shown}")
     return value
 
 

@@ -204,8 +204,8 @@ def test_directory_registry_round_trip(tmp_path, housing):
         model_dir=folder,
         **FAST,
     )
-    assert (folder / "small" / "spec.json").is_file()
-    spec = json.loads((folder / "small" / "spec.json").read_text())
+    live = (folder / "small" / "CURRENT").read_text()
+    spec = json.loads((folder / "small" / live / "spec.json").read_text())
     assert spec["format_version"] == 1 and "torch" in spec["versions"]
     other = duckdb.connect()
     other.execute(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from .trainer import TrainedModel
 OPSET = 20
 INPUTS = {"impute": ["num", "cat", "mask", "noise"], "synthesize": ["noise"]}
 OUTPUTS = ["num_out", "cat_out"]
+# torch.onnx keeps its state in module globals: two exports at once (two connections training
+# in one process) fail with "GLOBALS.in_onnx_export must be False", so exports take turns.
+_EXPORT_LOCK = threading.Lock()
 
 
 class _Sampler(nn.Module):
@@ -67,7 +71,8 @@ def export_graphs(model: TrainedModel, n_numeric: int, category_sizes: list[int]
     for name, module in (("impute", ImputeGraph(model)), ("synthesize", SynthesizeGraph(model))):
         module.eval()
         args = tuple(example[k] for k in INPUTS[name])
-        graphs[name] = _export(module, args, INPUTS[name])
+        with _EXPORT_LOCK:
+            graphs[name] = _export(module, args, INPUTS[name])
     return graphs
 
 

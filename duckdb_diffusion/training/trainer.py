@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -50,8 +50,49 @@ class TrainConfig:
     max_rows: int = 200_000
     progress: bool = True
 
+    def __post_init__(self):
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if setting.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"setting {setting.name} must be true or false, got {value!r}")
+                continue
+            low, high = _LIMITS[setting.name]
+            integral = setting.type == "int"
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or (integral and int(value) != value) or not low <= value <= high:
+                kind = "an integer" if integral else "a number"
+                raise ValueError(
+                    f"setting {setting.name} must be {kind} in [{low}, {high}], got {value!r}"
+                )
+            setattr(self, setting.name, int(value) if integral else float(value))
+
     def to_json(self) -> dict:
         return asdict(self)
+
+
+# Inclusive bounds of each numeric setting: wide enough for any sane use, narrow enough to
+# turn a typo (a negative budget, a share above 1) into an error before any work is done.
+_LIMITS = {
+    "seed": (0, 2**63 - 1),
+    "max_seconds": (1e-3, 7 * 24 * 3600),
+    "vae_share": (0.01, 0.99),
+    "vae_epochs": (1, 100_000),
+    "diffusion_epochs": (1, 1_000_000),
+    "patience": (1, 1_000_000),
+    "batch_size": (2, 1_000_000),
+    "learning_rate": (1e-8, 1.0),
+    "latent_dim": (1, 64),
+    "vae_hidden": (1, 8192),
+    "kl_weight": (0.0, 100.0),
+    "width": (1, 16384),
+    "depth": (0, 64),
+    "ema_decay": (0.0, 0.999999),
+    "unconditional_share": (0.0, 1.0),
+    "sampling_steps": (1, 1000),
+    "validation_share": (0.0, 0.9),
+    "max_rows": (2, 10**9),
+}
 
 
 @dataclass
