@@ -20,7 +20,7 @@ from .schema import PASSTHROUGH, infer_schema
 from .source import SourceError, parse_source
 
 BATCH_ROWS = 65_536
-# Loaded models keyed by graph digests, so onnxruntime sessions stay warm across calls.
+# Loaded models keyed by spec digest, so onnxruntime sessions stay warm across calls.
 _models: OrderedDict[str, Model] = OrderedDict()
 MAX_LOADED_MODELS = 16
 
@@ -153,7 +153,7 @@ def load_model(
             f"SELECT * FROM train_latent_diffusion({literal}{named}) "
             f"or duckdb_diffusion.train(con, {table!r}, model={name!r})"
         ) from None
-    key = artifact.spec["graphs"]["impute"] + artifact.spec["graphs"]["synthesize"]
+    key = artifact.digest
     if key not in _models:
         _models[key] = Model(artifact)
         while len(_models) > MAX_LOADED_MODELS:

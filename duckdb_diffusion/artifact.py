@@ -27,6 +27,9 @@ class ArtifactError(ValueError):
 class Artifact:
     spec: dict
     graphs: dict[str, bytes]
+    # SHA-256 of the stored spec text, which holds the graphs' checksums: it tells two models
+    # apart even when their graphs are identical (same weights, other columns or encodings).
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -37,7 +40,9 @@ class Artifact:
         spec = dict(spec)
         spec["format_version"] = FORMAT_VERSION
         spec["graphs"] = {name: _digest(graphs[name]) for name in GRAPHS}
-        return cls(spec, dict(graphs))
+        artifact = cls(spec, dict(graphs))
+        artifact.digest = _digest(artifact.spec_json().encode())
+        return artifact
 
     def spec_json(self) -> str:
         return json.dumps(self.spec, sort_keys=True, allow_nan=False)
@@ -65,7 +70,8 @@ class Artifact:
                     f"model {where}: its {name} graph is missing or damaged (checksum mismatch); "
                     f"retrain it"
                 )
-        return cls(spec, graphs)
+        text = spec_json if isinstance(spec_json, bytes) else spec_json.encode()
+        return cls(spec, graphs, _digest(text))
 
 
 def encode_schema(schema: pa.Schema) -> str:

@@ -211,26 +211,35 @@ class Encoder:
 
 
 def numeric_values(array: pa.Array) -> np.ndarray:
-    """Any numeric/temporal Arrow array -> float64 with NaN where NULL."""
+    """Any numeric/temporal Arrow array -> float64 with NaN where NULL.
+
+    DuckDB's infinite dates and timestamps arrive as the extreme integers of their storage;
+    they become ±inf, so (like a DOUBLE's inf) they are kept as values but never learned from.
+    """
     array = _plain(array)
     kind = array.type
+    infinity = None
     if pa.types.is_date32(kind):
-        array = array.cast(pa.int32())
-    elif pa.types.is_date64(kind):
-        array = array.cast(pa.int64())
-    elif pa.types.is_timestamp(kind):
-        array = array.cast(pa.int64())
+        array, infinity = array.cast(pa.int32()), 2**31 - 1
+    elif pa.types.is_date64(kind) or pa.types.is_timestamp(kind):
+        array, infinity = array.cast(pa.int64()), 2**63 - 1
     elif pa.types.is_boolean(kind):
         array = array.cast(pa.int8())
     floats = array.cast(pa.float64(), safe=False)
-    return floats.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    values = floats.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    if infinity is not None:
+        values[values >= float(infinity)] = np.inf
+        values[values <= -float(infinity)] = -np.inf
+    return values
 
 
 def to_arrow(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """Rounded float64 values -> an Arrow array of the column's own type."""
     if pa.types.is_integer(arrow_type):
         info = np.iinfo(arrow_type.to_pandas_dtype())
-        clipped = np.clip(values, info.min, info.max)
+        # float64 rounds 2**63 - 1 up to 2**63, which overflows int64: clip below it.
+        top = float(info.max) if float(info.max) <= info.max else np.nextafter(float(info.max), 0)
+        clipped = np.clip(values, float(info.min), top)
         return pa.array(clipped.astype(np.int64 if info.min < 0 else np.uint64)).cast(arrow_type)
     if pa.types.is_date32(arrow_type):
         return pa.array(values.astype(np.int32)).cast(arrow_type)

@@ -26,7 +26,6 @@ What DuckDB 2.0 requires of this (see DESIGN.md section 4):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -222,8 +221,7 @@ def _struct(columns: dict[str, str]):
 
 # -- per-model UDFs ---------------------------------------------------------------------------
 def _function_names(model: Model) -> tuple[str, str]:
-    graphs = model.spec["graphs"]
-    digest = hashlib.sha256((graphs["impute"] + graphs["synthesize"]).encode()).hexdigest()[:20]
+    digest = model.artifact.digest[:20]
     return f"ddf_impute_{digest}", f"ddf_synthesize_{digest}"
 
 

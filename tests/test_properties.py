@@ -18,7 +18,7 @@ import os
 import duckdb
 import numpy as np
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import duckdb_diffusion as ddf
@@ -104,7 +104,9 @@ def test_imputation_and_synthesis_invariants(table):
             # The only acceptable refusals say why, naming the table.
             assert "'\"t t\"'" in str(error), error
             assert "no column the model can learn" in str(error) or "rows" in str(error), error
+            event("refused: nothing to learn")
             return
+        event("trained")
         kinds = {c.name: c.kind for c in ddf.load_model(con, "t t").columns}
 
         query = """SELECT * FROM impute_latent_diffusion('"t t"', seed := 7)"""

@@ -5,9 +5,11 @@ imputation in bounded memory."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 import duckdb_diffusion as ddf
 
@@ -124,14 +126,16 @@ def test_extreme_values_infinite_dates_duplicates_and_empty_rows():
     after = con.sql("SELECT * FROM impute_latent_diffusion('v')").to_arrow_table()
     everything = before.column_names
     assert_only_nulls_filled(before, after, everything)
-    for name, low, high in [("huge", 1e300, 13e300), ("tiny", 1e-300, 17e-300)]:
-        values = after.column(name).to_numpy()
-        assert np.all((values >= low) & (values <= high)), name
-    days = after.column("d").to_pylist()
-    assert days[1] == before.column("d")[1].as_py()  # infinity is a value: kept
+    for name in ["huge", "tiny"]:
+        seen, values = before.column(name).drop_null().to_numpy(), after.column(name).to_numpy()
+        assert 1e-301 < seen.min() and seen.max() < 1e302
+        assert np.all((values >= seen.min()) & (values <= seen.max())), name
+    days = before.column("d").cast(pa.int32()).to_numpy(zero_copy_only=False)
+    assert days[1] == 2**31 - 1 and days[2] == -(2**31 - 1)  # ±infinity: kept (bits checked)
     synthetic = con.sql("SELECT * FROM synthesize_rows('v', 500)").to_arrow_table()
-    finite = [d for d in synthetic.column("d").to_pylist() if d is not None]
-    assert all(d.year == 2020 or d.year == 2021 for d in finite)  # infinity is not sampled
+    made = synthetic.column("d").drop_null().cast(pa.int32()).to_numpy()
+    finite = days[np.abs(days) < 2**31 - 1]
+    assert made.min() >= finite.min() and made.max() <= finite.max()  # infinity not sampled
 
     # A level never seen in training is kept as it is, and the rest of its row is filled.
     con.execute("CREATE TABLE v2 AS SELECT * REPLACE (replace(c, 'a', 'never seen') AS c) FROM v")
@@ -139,26 +143,33 @@ def test_extreme_values_infinite_dates_duplicates_and_empty_rows():
         "SELECT count(*), count(huge), count(*) FILTER (c = 'never seen') "
         "FROM impute_latent_diffusion('v2', model := 'v')"
     )
-    assert seen.fetchall() == [(530, 530, 233)]
+    unseen = before.column("c").to_pylist().count("a")
+    assert seen.fetchall() == [(530, 530, unseen)]
     con.close()
 
 
 STREAM = """
-    import json, resource, duckdb_diffusion as ddf
+    import json, duckdb_diffusion as ddf
+
+    def peak_mb():  # VmHWM: this process's own high-water mark (ru_maxrss survives exec)
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+
     con = ddf.connect({path!r})
-    con.execute("SET memory_limit = '300MB'")
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    con.execute("SET memory_limit = '150MB'")
+    start = peak_mb()
     imputed = "SELECT * FROM impute_latent_diffusion('big', draws := 1)"
     con.execute(f"COPY ({{imputed}}) TO {out!r} (FORMAT parquet)")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({{"start_mb": start / 1024, "peak_mb": peak / 1024}}))
+    print(json.dumps({{"start_mb": start, "peak_mb": peak_mb()}}))
     con.close()
 """
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
 def test_a_table_larger_than_the_memory_it_may_use_streams_through(tmp_path):
-    """Two million rows (about 700 MB as Arrow) imputed with a 300 MB DuckDB memory limit: the
-    process stays far below the table's size, so nothing holds the whole table."""
+    """Two million rows (over 600 MB as Arrow) imputed with a 150 MB DuckDB memory limit: the
+    process's peak stays well below the table's size, so nothing holds the whole table."""
     rows = 2_000_000
     path, out = tmp_path / "big.duckdb", tmp_path / "out.parquet"
     con = ddf.connect(str(path))
@@ -184,7 +195,7 @@ def test_a_table_larger_than_the_memory_it_may_use_streams_through(tmp_path):
     assert done.returncode == 0, done.stderr
     memory = json.loads(done.stdout.strip().splitlines()[-1])
     assert arrow_mb > 600
-    assert memory["peak_mb"] < min(arrow_mb, 650), memory
+    assert memory["peak_mb"] < 0.75 * arrow_mb, memory
 
     check = ddf.connect()
     counts = check.execute(

@@ -195,6 +195,56 @@ def test_reopened_database_in_a_new_process(housing_db, housing):
         ("SELECT * FROM train_latent_diffusion('housing', settings := '[1]')", "JSON object"),
         ("SELECT * FROM train_latent_diffusion('housing', settings := '{\"wat\": 1}')", "wat"),
         ("SELECT * FROM train_latent_diffusion('nope')", "table 'nope' was not found"),
+        (
+            "SELECT * FROM impute_latent_diffusion('\"unterminated')",
+            "does not parse.*double quotes",
+        ),
+        ("SELECT * FROM impute_latent_diffusion('')", "parameter tbl must be a non-empty"),
+        ("SELECT * FROM impute_latent_diffusion('housing', model := '')", "model name must be"),
+        (
+            "SELECT * FROM impute_latent_diffusion('housing', model := 'x; DROP TABLE housing')",
+            "no model named 'x; DROP TABLE housing'",
+        ),
+        ("SELECT * FROM synthesize_rows('', 3)", "parameter model must be a non-empty"),
+        ("SELECT * FROM synthesize_rows(NULL, 3)", "parameter model must be a non-empty.*NULL"),
+        ("SELECT * FROM synthesize_rows('housing', 10 ^ 13)", "parameter n must be"),
+        ("SELECT * FROM synthesize_rows('housing', 9223372036854775807)", "parameter n must be"),
+        ("SELECT * FROM synthesize_rows('housing', 1.5)", "parameter n must be a whole number"),
+        ("SELECT * FROM synthesize_rows('housing', 'ten')", "parameter n must be a whole number"),
+        ("SELECT * FROM synthesize_rows('housing', 5, seed := NULL)", "parameter seed.*NULL"),
+        ("SELECT * FROM synthesize_rows('housing', 5, seed := 2 ^ 70)", "parameter seed"),
+        ("SELECT * FROM synthesize_rows('housing', 5, bogus := 2)", "does not support"),
+        (
+            "SELECT * FROM impute_latent_diffusion('housing', seed := 18446744073709551615)",
+            "parameter seed must be between 0 and 9223372036854775807",
+        ),
+        ("SELECT * FROM impute_latent_diffusion('housing', draws := NULL)", "parameter draws"),
+        ("SELECT * FROM impute_latent_diffusion('housing', draws := 100000)", "parameter draws"),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', max_seconds := 0)",
+            "parameter max_seconds",
+        ),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', max_seconds := 'soon')",
+            "parameter max_seconds",
+        ),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', settings := '{\"max_seconds\": -1}')",
+            "setting max_seconds must be",
+        ),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', settings := '{\"width\": 1.5}')",
+            "setting width must be an integer",
+        ),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', categorical := ['nope'])",
+            r"columns \['nope'\] given as categorical",
+        ),
+        (
+            "SELECT * FROM train_latent_diffusion('housing', passthrough := [1, 2])",
+            "parameter passthrough must be a list of column names",
+        ),
+        ("SELECT * FROM train_latent_diffusion('housing', model := '')", "model name must be"),
     ],
 )
 def test_errors_are_sql_errors_that_say_what_to_do(sql, statement, message):
@@ -327,3 +377,58 @@ def test_dropping_an_installed_connection_releases_the_database(tmp_path):
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert "[(2,)]" in done.stdout
+
+
+def test_nothing_is_written_outside_the_registry(sql):
+    """Imputing, synthesizing and training change no table, view or macro of the user's, and
+    no data: the one write is the model's row in duckdb_diffusion.models."""
+
+    def catalog():
+        return sql.execute(
+            "SELECT 'table', schema_name, table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() "
+            "UNION ALL SELECT 'view', schema_name, view_name FROM duckdb_views() "
+            "WHERE NOT internal AND NOT temporary "
+            "UNION ALL SELECT 'macro', schema_name, function_name FROM duckdb_functions() "
+            "WHERE function_type LIKE '%macro' AND NOT internal AND database_name != 'temp' "
+            "ORDER BY ALL"
+        ).fetchall()
+
+    def contents():
+        return sql.execute("SELECT count(*), sum(hash(housing)) FROM housing").fetchall()
+
+    before_catalog, before_contents = catalog(), contents()
+    sql.execute("CREATE TEMP TABLE filled AS FROM impute_latent_diffusion('housing')")
+    sql.execute("SELECT count(*) FROM synthesize_rows('housing', 100)").fetchall()
+    tiny = json.dumps({"max_seconds": 1, "width": 16, "depth": 1, "sampling_steps": 1})
+    sql.execute(
+        "SELECT * FROM train_latent_diffusion('(SELECT * FROM housing LIMIT 200)', "
+        "model := 'written', settings := ?)",
+        [tiny],
+    ).fetchall()
+    assert catalog() == before_catalog
+    assert contents() == before_contents
+    stored = sql.execute("SELECT name FROM duckdb_diffusion.models ORDER BY name").fetchall()
+    assert ("written",) in stored
+    sql.execute("DELETE FROM duckdb_diffusion.models WHERE name = 'written'")
+
+
+def test_models_with_identical_graphs_but_other_columns_stay_apart():
+    """Found by the property tests: two tiny constant tables train to bit-identical graphs, so
+    loaded models and their UDFs must be told apart by the whole spec, not the graphs."""
+    tiny = json.dumps(
+        {"width": 8, "depth": 1, "sampling_steps": 1, "vae_epochs": 2, "diffusion_epochs": 2}
+    )
+    results, graphs = [], []
+    for column in ["first", "second"]:
+        con = ddf.connect()
+        con.execute(f"CREATE TABLE t AS SELECT range AS id, 0 AS {column} FROM range(4)")
+        con.execute(f"UPDATE t SET {column} = NULL WHERE id = 2")
+        con.execute("SELECT * FROM train_latent_diffusion('t', settings := ?)", [tiny]).fetchall()
+        graphs.append(ddf.load_model(con, "t").spec["graphs"])
+        results.append(con.sql("SELECT * FROM impute_latent_diffusion('t')").to_arrow_table())
+        con.close()
+    assert graphs[0] == graphs[1]  # the premise: same weights, other columns
+    assert results[0].column_names == ["id", "first"]
+    assert results[1].column_names == ["id", "second"]
+    assert results[1].column("second").to_pylist() == [0, 0, 0, 0]

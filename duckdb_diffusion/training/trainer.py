@@ -145,7 +145,9 @@ def train(
         "vae": vae_metrics,
         "diffusion": diff_metrics,
     }
-    return TrainedModel(vae, denoiser, mean, std, config, metrics, val_rows)
+    # Tables under 10 rows have no held-out rows; the export check then uses training rows.
+    check_rows = val_rows if len(val_rows) else fit_rows
+    return TrainedModel(vae, denoiser, mean, std, config, metrics, check_rows)
 
 
 def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:
