@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from .artifact import Artifact
+from .artifact import Artifact, ArtifactError
 from .registry import ModelNotFoundError, registry_for
 from .runtime import DEFAULT_DRAWS, Model
 from .schema import PASSTHROUGH, infer_schema
@@ -163,9 +163,23 @@ def load_model(
 
 
 def models(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list[dict]:
-    """A summary of every stored model."""
+    """A summary of every stored model; a damaged one is listed with its error as metrics, so
+    one bad model neither hides nor breaks the listing."""
     registry = registry_for(con, model_dir)
-    return [summary(registry.load(name)) for name in registry.names()]
+    found = []
+    for name in registry.names():
+        try:
+            found.append(summary(registry.load(name)))
+        except ArtifactError as error:
+            found.append(
+                {
+                    **dict.fromkeys(["source", "rows", "columns", "modelled_columns"]),
+                    **dict.fromkeys(["created_at", "training_seconds", "size_bytes"]),
+                    "model": name,
+                    "metrics": {"error": str(error)},
+                }
+            )
+    return found
 
 
 def summary(artifact: Artifact) -> dict:

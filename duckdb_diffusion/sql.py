@@ -26,12 +26,14 @@ What DuckDB 2.0 requires of this (see DESIGN.md section 4):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 
 import duckdb
 import numpy as np
@@ -39,14 +41,18 @@ import pyarrow as pa
 from sqlglot import exp
 
 from . import api
+from .artifact import ArtifactError
 from .registry import registry_for
-from .runtime import DEFAULT_DRAWS, Model
+from .runtime import DEFAULT_DRAWS, Model, log
 from .schema import PASSTHROUGH
 from .source import parse_source
 
 _KEEP: list = []  # every callable handed to DuckDB, referenced for the life of the process
 _LOCK = threading.RLock()
 _INSTANCES: dict[str, _Instance] = {}
+# Models that planners handed to a query, by spec digest; the per-signature UDFs look them up.
+_PLANNED: OrderedDict[str, Model] = OrderedDict()
+MAX_PLANNED = 64
 MAX_SEED = 2**63 - 1
 MAX_ROWS = 10**12
 
@@ -125,7 +131,13 @@ def install(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> lis
         instance.add(con)
         names = registry_for(con, instance.model_dir).names()
         for name in names:
-            _register_model(con, instance, api.load_model(con, name, instance.model_dir))
+            try:
+                loaded = api.load_model(con, name, instance.model_dir)
+            except ArtifactError as error:
+                # One damaged model must not take the others down; using it reports this.
+                log.warning("skipping model %r: %s", name, error)
+                continue
+            _register_model(con, instance, loaded)
         for statement in MACROS:
             con.execute(statement)
         return names
@@ -221,36 +233,66 @@ def _struct(columns: dict[str, str]):
 
 # -- per-model UDFs ---------------------------------------------------------------------------
 def _function_names(model: Model) -> tuple[str, str]:
-    digest = model.artifact.digest[:20]
-    return f"ddf_impute_{digest}", f"ddf_synthesize_{digest}"
+    """UDF names keyed by the model's output types, not by the model: a model retrained (here
+    or by another process) with the same columns and types reuses them, no new install needed.
+    Which model runs is an argument (its spec digest), resolved when the UDF is called."""
+    modelled = [[c.name, c.duckdb_type] for c in model.columns if c.kind != PASSTHROUGH]
+    every = [[c.name, c.duckdb_type] for c in model.columns]
+    return f"ddf_impute_{_short_hash(modelled)}", f"ddf_synthesize_{_short_hash(every)}"
+
+
+def _short_hash(value) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:20]
 
 
 def _register_model(con, instance: _Instance, model: Model) -> None:
+    _remember(model)
     impute_name, synth_name = _function_names(model)
-    if impute_name in instance.functions:
-        return
-    modelled = [c for c in model.columns if c.kind != PASSTHROUGH]
-    _register(
-        con,
-        impute_name,
-        _impute_udf(model),
-        None,
-        _struct({c.name: c.duckdb_type for c in modelled}),
-    )
-    _register(
-        con,
-        synth_name,
-        _synthesize_udf(model),
-        ["BIGINT", "BIGINT"],
-        _struct({c.name: c.duckdb_type for c in model.columns}),
-    )
-    instance.functions.add(impute_name)
+    if impute_name not in instance.functions:
+        modelled = [c for c in model.columns if c.kind != PASSTHROUGH]
+        _register(
+            con,
+            impute_name,
+            _impute_udf([c.name for c in modelled]),
+            None,
+            _struct({c.name: c.duckdb_type for c in modelled}),
+        )
+        instance.functions.add(impute_name)
+    if synth_name not in instance.functions:
+        _register(
+            con,
+            synth_name,
+            _synthesize_udf(),
+            ["BIGINT", "BIGINT", "VARCHAR"],
+            _struct({c.name: c.duckdb_type for c in model.columns}),
+        )
+        instance.functions.add(synth_name)
 
 
-def _impute_udf(model: Model):
-    names = [c.name for c in model.columns if c.kind != PASSTHROUGH]
+def _remember(model: Model) -> None:
+    """Keep a planned model reachable by digest until its query has run."""
+    with _LOCK:
+        _PLANNED[model.artifact.digest] = model
+        _PLANNED.move_to_end(model.artifact.digest)
+        while len(_PLANNED) > MAX_PLANNED:
+            _PLANNED.popitem(last=False)
 
-    def impute(rows, seed, draws):
+
+def _planned(digest) -> Model:
+    key = digest[0].as_py()
+    with _LOCK:
+        model = _PLANNED.get(key)
+    if model is None:
+        raise LookupError(
+            f"the model planned for this query (digest {key[:12]}) is no longer loaded "
+            f"(more than {MAX_PLANNED} models were used since); run the query again"
+        )
+    return model
+
+
+def _impute_udf(names: list[str]):
+    def impute(rows, seed, draws, digest):
+        model = _planned(digest)
         rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
         batch = pa.RecordBatch.from_struct_array(rows)
         filled = model.impute_batch(batch, _first_int(seed), _first_int(draws))
@@ -261,8 +303,9 @@ def _impute_udf(model: Model):
     return impute
 
 
-def _synthesize_udf(model: Model):
-    def synthesize(ordinals, seed):
+def _synthesize_udf():
+    def synthesize(ordinals, seed, digest):
+        model = _planned(digest)
         ordinals = ordinals.to_numpy() if hasattr(ordinals, "to_numpy") else np.asarray(ordinals)
         batch = model.synthesize_rows(np.asarray(ordinals, dtype=np.int64), _first_int(seed))
         return pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
@@ -305,12 +348,14 @@ def _plan_impute(instance, cursor, table, model, seed, draws) -> str:
     api.check_compatible(loaded, table, relation.columns, [str(t) for t in relation.types])
     impute_name, _ = _function_names(loaded)
     _require_registered(instance, impute_name, name)
+    _remember(loaded)
+    digest = exp.Literal.string(loaded.artifact.digest).sql(dialect="duckdb")
     fields = [c.name for c in loaded.columns if c.kind != PASSTHROUGH]
     packed = ", ".join(f"{_ident(f)} := {_ident(f)}" for f in fields)
     replaced = ", ".join(f"__ddf.{_ident(f)} AS {_ident(f)}" for f in fields)
     return (
         f"SELECT * EXCLUDE (__ddf) REPLACE ({replaced}) FROM ("
-        f"SELECT *, {impute_name}(struct_pack({packed}), {seed}, {draws}) AS __ddf "
+        f"SELECT *, {impute_name}(struct_pack({packed}), {seed}, {draws}, {digest}) AS __ddf "
         f"FROM ({source.sql}))"
     )
 
@@ -321,8 +366,10 @@ def _plan_synthesize(instance, cursor, model, n, seed) -> str:
     name = _text("model", model)
     loaded = api.load_model(cursor, name, instance.model_dir)
     _, synth_name = _function_names(loaded)
-    _require_registered(instance, synth_name.replace("synthesize", "impute"), name)
-    return f"SELECT unnest({synth_name}(range, {seed})) FROM range({n})"
+    _require_registered(instance, synth_name, name)
+    _remember(loaded)
+    digest = exp.Literal.string(loaded.artifact.digest).sql(dialect="duckdb")
+    return f"SELECT unnest({synth_name}(range, {seed}, {digest})) FROM range({n})"
 
 
 def _plan_train(
@@ -362,13 +409,13 @@ def _plan_models(instance, cursor) -> str:
     rows = []
     for info in api.models(cursor, instance.model_dir):
         values = [
-            exp.Literal.string(info["model"]),
-            exp.Literal.string(info["source"]),
-            exp.Literal.number(info["columns"]),
-            exp.Literal.number(info["rows"]),
-            exp.Literal.string(info["created_at"]),
-            exp.Literal.string(json.dumps(info["metrics"], sort_keys=True)),
-            exp.Literal.number(info["size_bytes"]),
+            _literal(info["model"]),
+            _literal(info["source"]),
+            _literal(info["columns"]),
+            _literal(info["rows"]),
+            _literal(info["created_at"]),
+            _literal(json.dumps(info["metrics"], sort_keys=True)),
+            _literal(info["size_bytes"]),
         ]
         rows.append("(" + ", ".join(v.sql(dialect="duckdb") for v in values) + ")")
     names = ", ".join(_ident(c) for c in MODELS_COLUMNS)
@@ -438,8 +485,9 @@ def _names(parameter: str, text: str | None) -> list[str]:
 def _require_registered(instance: _Instance, function: str, name: str) -> None:
     if function not in instance.functions:
         raise LookupError(
-            f"model {name!r} was stored after duckdb_diffusion.install() ran on this database "
-            f"(by another process, or retrained there); call duckdb_diffusion.install(con) again"
+            f"model {name!r} was stored with columns or types this connection has not seen since "
+            f"duckdb_diffusion.install() ran (by another process); call "
+            f"duckdb_diffusion.install(con) again"
         )
 
 
@@ -474,6 +522,12 @@ def _text(name: str, value) -> str:
         shown = "NULL" if value is None else repr(value)
         raise ValueError(f"parameter {name} must be a non-empty string, got {shown}")
     return value
+
+
+def _literal(value) -> exp.Expression:
+    if value is None:
+        return exp.null()
+    return exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
 
 
 def _ident(name: str) -> str:

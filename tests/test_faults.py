@@ -105,6 +105,29 @@ def test_a_writer_killed_mid_save_leaves_the_previous_model(copy, directory, whe
     con.close()
 
 
+@pytest.mark.parametrize("damage", ["truncated graph", "truncated spec", "missing graph"])
+def test_damaged_files_in_a_model_directory_give_a_clear_error(copy, damage):
+    path, models, _ = copy
+    folder = models / "t" / (models / "t" / "CURRENT").read_text()
+    graph, spec = folder / "impute.onnx", folder / "spec.json"
+    if damage == "truncated graph":
+        graph.write_bytes(graph.read_bytes()[:1000])
+    elif damage == "truncated spec":
+        spec.write_text(spec.read_text()[:-100])
+    else:
+        graph.unlink()
+    ddf.api._models.clear()  # forget the loaded model so the damaged files are read
+    con = ddf.connect(str(path), read_only=True, model_dir=str(models))
+    message = "spec is not valid JSON" if damage == "truncated spec" else "graph is missing or dam"
+    with pytest.raises(duckdb.Error, match=f"model 't' in .*{message}.*"):
+        con.execute(IMPUTE).fetchall()
+    listed = con.execute("SELECT name, rows, metrics->>'error' FROM latent_diffusion_models()")
+    ((name, rows, error),) = listed.fetchall()
+    assert (name, rows) == ("t", None)
+    assert "retrain it" in error or "not valid JSON" in error
+    con.close()
+
+
 RACING_TRAINER = """
     import json, duckdb_diffusion as ddf
     from duckdb_diffusion.registry import DirectoryRegistry

@@ -116,12 +116,14 @@ def test_extreme_values_infinite_dates_duplicates_and_empty_rows():
                END AS d,
           CASE WHEN range % 8 = 0 THEN NULL WHEN range = 3 THEN 'infinity'::TIMESTAMP
                ELSE TIMESTAMP '2020-01-01' + INTERVAL (range) HOUR END AS ts,
+          CASE WHEN range % 10 = 0 THEN NULL WHEN range = 4 THEN '-infinity'::TIMESTAMPTZ
+               ELSE TIMESTAMPTZ '2020-01-01 00:00:00+00' + INTERVAL (range) MINUTE END AS tz,
           CASE WHEN range % 9 = 0 THEN NULL ELSE ['a', 'b', 'c'][range % 3 + 1] END AS c
         FROM range(400)
-        UNION ALL SELECT NULL, NULL, NULL, NULL, NULL FROM range(30)
-        UNION ALL SELECT 5e300, 5e-300, DATE '2020-02-02', NULL, 'a' FROM range(100)"""
+        UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL FROM range(30)
+        UNION ALL SELECT 5e300, 5e-300, DATE '2020-02-02', NULL, NULL, 'a' FROM range(100)"""
     )
-    assert train(con, "v") == ("v", 5)
+    assert train(con, "v") == ("v", 6)
     before = con.sql("SELECT * FROM v").to_arrow_table()
     after = con.sql("SELECT * FROM impute_latent_diffusion('v')").to_arrow_table()
     everything = before.column_names

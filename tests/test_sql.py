@@ -262,6 +262,19 @@ def test_drifted_table_names_the_columns(sql):
         sql.execute(
             "SELECT * FROM impute_latent_diffusion('drifted', model := 'housing')"
         ).fetchall()
+    # A column the model has never seen is passed through, wherever it sits.
+    sql.execute(
+        "CREATE OR REPLACE TABLE widened AS SELECT 'new' || house_id AS extra, *, "
+        "CASE WHEN house_id % 2 = 0 THEN NULL ELSE 1.5 END AS also_new FROM housing"
+    )
+    before = sql.sql("SELECT * FROM widened").to_arrow_table()
+    after = sql.sql(
+        "SELECT * FROM impute_latent_diffusion('widened', model := 'housing')"
+    ).to_arrow_table()
+    assert after.column_names == before.column_names
+    assert after.column("extra").equals(before.column("extra"))
+    assert after.column("also_new").equals(before.column("also_new"))
+    assert after.column("total_bedrooms").null_count == 0
 
 
 def test_functions_survive_the_installing_connection_closing(housing_db):
