@@ -4,7 +4,7 @@ Prints MAE / RMSE on z-scored numeric cells and accuracy on categorical cells fo
 duckdb-diffusion next to mean/mode and scikit-learn's IterativeImputer (MICE), on the same masks
 in the same run, with wall seconds. Run from the repository root:
 
-    .venv/bin/python benchmarks/impute_california.py [--masks 3] [--max-seconds 240]
+    .venv/bin/python benchmarks/impute_california.py [--masks 3] [--max-seconds 240] [--draws 0,10]
 """
 
 from __future__ import annotations
@@ -50,17 +50,26 @@ def mice(masked: pa.Table, numeric, categorical, seed: int) -> dict:
     return out
 
 
-def diffusion(masked: pa.Table, numeric, categorical, seed: int, settings: dict) -> dict:
+def diffusion(masked: pa.Table, numeric, categorical, seed: int, settings: dict, draws) -> dict:
+    """One model per mask, imputed once per entry of ``draws``: {draws: (filled, seconds)},
+    where seconds is training (shared) plus that imputation."""
     con = duckdb.connect()
     con.register("masked_view", masked)
     con.execute("CREATE TABLE california AS SELECT * FROM masked_view")
+    start = time.perf_counter()
     ddf.train(con, "california", seed=seed, **settings)
-    result = ddf.impute(con, "california", seed=seed).to_arrow_table()
+    trained = time.perf_counter() - start
+    results = {}
+    for count in draws:
+        start = time.perf_counter()
+        result = ddf.impute(con, "california", seed=seed, draws=count).to_arrow_table()
+        seconds = trained + time.perf_counter() - start
+        out = {name: result.column(name).to_numpy(zero_copy_only=False) for name in numeric}
+        for name in categorical:
+            out[name] = np.asarray(result.column(name).to_pylist(), dtype=object)
+        results[count] = (out, seconds)
     con.close()
-    out = {name: result.column(name).to_numpy(zero_copy_only=False) for name in numeric}
-    for name in categorical:
-        out[name] = np.asarray(result.column(name).to_pylist(), dtype=object)
-    return out
+    return results
 
 
 def main() -> None:
@@ -69,6 +78,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.3)
     parser.add_argument("--rows", type=int, default=0, help="sample this many rows (0: all)")
     parser.add_argument("--max-seconds", type=float, default=None, help="training time budget")
+    parser.add_argument(
+        "--draws",
+        type=lambda text: [int(d) for d in text.split(",")],
+        default=[0, 10],
+        help="comma-separated draws values, each imputed with the same model (default 0,10)",
+    )
     args = parser.parse_args()
 
     truth = duckdb.sql(f"SELECT * FROM '{DATA}'").to_arrow_table()
@@ -83,15 +98,19 @@ def main() -> None:
     methods = {
         "mean/mode": lambda m, s: mean_mode_fill(m, numeric, categorical),
         "MICE (IterativeImputer)": lambda m, s: mice(m, numeric, categorical, s),
-        "duckdb-diffusion": lambda m, s: diffusion(m, numeric, categorical, s, settings),
     }
-    results = {name: [] for name in methods}
+    labels = [f"duckdb-diffusion, draws {d}" for d in args.draws]
+    results = {name: [] for name in [*methods, *labels]}
     for seed in range(args.masks):
         masked, hidden = hide_cells(truth, truth.column_names, args.rate, seed)
+        runs = {}
         for name, method in methods.items():
             start = time.perf_counter()
             imputed = method(masked, seed)
-            seconds = time.perf_counter() - start
+            runs[name] = (imputed, time.perf_counter() - start)
+        filled = diffusion(masked, numeric, categorical, seed, settings, args.draws)
+        runs.update(zip(labels, filled.values(), strict=True))
+        for name, (imputed, seconds) in runs.items():
             results[name].append(
                 {**imputation_scores(truth, imputed, hidden, numeric, categorical), "s": seconds}
             )

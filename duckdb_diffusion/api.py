@@ -199,7 +199,7 @@ def summary(artifact: Artifact) -> dict:
 
 
 def _impute_reader(con, table, model, seed, draws, batch_rows, model_dir):
-    _check_count("draws", draws)
+    _check_count("draws", draws, minimum=0)
     _check_count("batch_rows", batch_rows)
     _check_seed(seed)
     source = parse_source(table)

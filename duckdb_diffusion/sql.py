@@ -340,7 +340,7 @@ def _planner(instance: _Instance, plan, arity: int):
 
 def _plan_impute(instance, cursor, table, model, seed, draws) -> str:
     seed = _parameter("seed", seed, minimum=0, maximum=MAX_SEED)
-    draws = _parameter("draws", draws, minimum=1, maximum=1000)
+    draws = _parameter("draws", draws, minimum=0, maximum=1000)
     source = parse_source(_text("tbl", table))
     name = api.model_name(model, source)
     relation = source.relation(cursor)

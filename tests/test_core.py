@@ -87,8 +87,11 @@ def test_same_seed_same_output_whatever_the_batch_size(housing):
     one = ddf.impute(housing, "housing", seed=3, batch_rows=65536).to_arrow_table()
     two = ddf.impute(housing, "housing", seed=3, batch_rows=97).to_arrow_table()
     assert one.equals(two)
-    other = ddf.impute(housing, "housing", seed=4).to_arrow_table()
-    assert not other.equals(one)
+    sampled = ddf.impute(housing, "housing", seed=3, draws=2, batch_rows=97).to_arrow_table()
+    assert sampled.equals(ddf.impute(housing, "housing", seed=3, draws=2).to_arrow_table())
+    assert not sampled.equals(ddf.impute(housing, "housing", seed=4, draws=2).to_arrow_table())
+    assert not sampled.equals(one)  # random draws, not the posterior centre
+    assert ddf.impute(housing, "housing", seed=99).to_arrow_table().equals(one)  # no noise
 
 
 def test_synthesis_is_deterministic_across_batches(housing):
@@ -224,7 +227,7 @@ def test_errors_name_what_is_wrong(housing):
     with pytest.raises(ddf.ModelNotFoundError, match="train_latent_diffusion"):
         ddf.impute(housing, "housing", model="missing_model")
     with pytest.raises(ValueError, match="draws"):
-        ddf.impute(housing, "housing", draws=0)
+        ddf.impute(housing, "housing", draws=-1)
     with pytest.raises(ValueError, match="seed"):
         ddf.synthesize(housing, "housing", n=3, seed=-1)
     with pytest.raises(ValueError, match="name the model"):

@@ -180,7 +180,7 @@ def test_reopened_database_in_a_new_process(housing_db, housing):
             "train_latent_diffusion('housing', model := 'zz')",
         ),
         ("SELECT * FROM synthesize_rows('zz', 5)", "no model named 'zz'"),
-        ("SELECT * FROM impute_latent_diffusion('housing', draws := 0)", "parameter draws"),
+        ("SELECT * FROM impute_latent_diffusion('housing', draws := -1)", "parameter draws"),
         ("SELECT * FROM impute_latent_diffusion('housing', seed := -1)", "parameter seed"),
         ("SELECT * FROM impute_latent_diffusion(NULL)", "parameter tbl"),
         ("SELECT * FROM synthesize_rows('housing', -1)", "parameter n"),
