@@ -171,13 +171,10 @@ def models(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list
         try:
             found.append(summary(registry.load(name)))
         except ArtifactError as error:
+            unknown = ["source", "rows", "columns", "modelled_columns", "created_at"]
+            unknown += ["training_seconds", "size_bytes"]
             found.append(
-                {
-                    **dict.fromkeys(["source", "rows", "columns", "modelled_columns"]),
-                    **dict.fromkeys(["created_at", "training_seconds", "size_bytes"]),
-                    "model": name,
-                    "metrics": {"error": str(error)},
-                }
+                {**dict.fromkeys(unknown), "model": name, "metrics": {"error": str(error)}}
             )
     return found
 

@@ -176,33 +176,15 @@ def _instance(con, model_dir) -> _Instance:
     instance = _Instance(uuid.uuid4().hex, model_dir)
     _INSTANCES[instance.token] = instance
     _register(con, "ddf_instance", lambda: instance.token, [], "VARCHAR", native=True)
-    _register(
-        con,
-        "ddf_plan_impute",
-        _planner(instance, _plan_impute, 4),
-        ["VARCHAR"] * 4,
-        "VARCHAR",
-        native=True,
-    )
-    _register(
-        con,
-        "ddf_plan_synthesize",
-        _planner(instance, _plan_synthesize, 3),
-        ["VARCHAR"] * 3,
-        "VARCHAR",
-        native=True,
-    )
-    _register(
-        con,
-        "ddf_plan_train",
-        _planner(instance, _plan_train, 7),
-        ["VARCHAR"] * 7,
-        "VARCHAR",
-        native=True,
-    )
-    _register(
-        con, "ddf_plan_models", _planner(instance, _plan_models, 0), [], "VARCHAR", native=True
-    )
+    # Planners take every macro argument as text (the macros cast them) and return SQL.
+    for name, plan, arity in [
+        ("ddf_plan_impute", _plan_impute, 4),
+        ("ddf_plan_synthesize", _plan_synthesize, 3),
+        ("ddf_plan_train", _plan_train, 7),
+        ("ddf_plan_models", _plan_models, 0),
+    ]:
+        planner = _planner(instance, plan, arity)
+        _register(con, name, planner, ["VARCHAR"] * arity, "VARCHAR", native=True)
     _register(
         con,
         "ddf_train",
