@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 import duckdb_diffusion as ddf
-from duckdb_diffusion.evaluate import hide_cells, imputation_scores, mean_mode_fill
+from duckdb_diffusion.metrics import hide_cells, imputation_scores, mean_mode_fill
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "california.parquet"
 

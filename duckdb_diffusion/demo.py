@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from . import evaluate
+from . import metrics
 from . import sql as ddf_sql
 from .schema import CATEGORICAL, NUMERIC, infer_schema
 
@@ -46,7 +46,7 @@ def _run(con, path: Path, max_seconds: float, hide: float, seed: int, named: boo
     columns = infer_schema(con.sql("SELECT * FROM source"))
     numeric = [c.name for c in columns if c.kind == NUMERIC]
     categorical = [c.name for c in columns if c.kind == CATEGORICAL]
-    masked, hidden = evaluate.hide_cells(truth, numeric + categorical, hide, seed)
+    masked, hidden = metrics.hide_cells(truth, numeric + categorical, hide, seed)
     con.register("masked_rows", masked)
     con.execute("CREATE TABLE observed AS SELECT * FROM masked_rows")
     con.unregister("masked_rows")
@@ -71,9 +71,9 @@ def _run(con, path: Path, max_seconds: float, hide: float, seed: int, named: boo
         "SELECT * FROM impute_latent_diffusion('observed', seed := $seed)", params={"seed": seed}
     ).to_arrow_table()
     seconds = time.perf_counter() - start
-    ours = evaluate.imputation_scores(truth, filled, hidden, numeric, categorical)
-    base = evaluate.imputation_scores(
-        truth, evaluate.mean_mode_fill(masked, numeric, categorical), hidden, numeric, categorical
+    ours = metrics.imputation_scores(truth, filled, hidden, numeric, categorical)
+    base = metrics.imputation_scores(
+        truth, metrics.mean_mode_fill(masked, numeric, categorical), hidden, numeric, categorical
     )
     print(f"  imputed {filled.num_rows} rows in {seconds:.2f} s; on the hidden cells:")
     print(f"  {'':<22}{'MAE (z)':>10}{'RMSE (z)':>10}{'accuracy':>10}")
@@ -91,7 +91,7 @@ def _run(con, path: Path, max_seconds: float, hide: float, seed: int, named: boo
     ).to_arrow_table()
     print(f"  {'column':<22}{'distance':>12}{'NULLs trained':>15}{'NULLs synth':>12}")
     # NULL rates are those of the table the model learned from: the one with hidden cells.
-    for row in evaluate.fidelity(masked, synthetic, numeric, categorical):
+    for row in metrics.fidelity(masked, synthetic, numeric, categorical):
         distance = f"{row['measure']} {row['distance']:.3f}"
         print(
             f"  {row['column']:<22}{distance:>12}"
