@@ -14,6 +14,7 @@ from .api import (
     train,
 )
 from .artifact import ArtifactError
+from .evaluation import evaluate
 from .registry import ModelNotFoundError
 from .source import SourceError
 from .sql import connect, install
@@ -24,6 +25,7 @@ __all__ = [
     "ModelNotFoundError",
     "SourceError",
     "connect",
+    "evaluate",
     "impute",
     "impute_batches",
     "install",

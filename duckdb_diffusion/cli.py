@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from . import sql as ddf_sql
+from .api import model_name
 from .runtime import DEFAULT_DRAWS
 from .source import SourceError, parse_source
 
@@ -81,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("database")
     _common(models)
     models.set_defaults(run=_models)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="measure a model on its table and write a report with plots"
+    )
+    evaluate.add_argument("database")
+    evaluate.add_argument("table")
+    evaluate.add_argument("--model", help="model name (default: the table's name)")
+    evaluate.add_argument(
+        "--report", help="report file, .html or .md (default: MODEL-evaluation.html)"
+    )
+    evaluate.add_argument("--rows", type=int, default=5000, help="rows sampled (default 5000)")
+    evaluate.add_argument("--hide", type=float, default=0.2, help="share of cells to hide")
+    evaluate.add_argument("--target", help="a column to predict for machine-learning efficacy")
+    evaluate.add_argument("--seed", type=int, default=0)
+    _common(evaluate)
+    evaluate.set_defaults(run=_evaluate)
 
     demo = commands.add_parser(
         "demo", help="the main job end to end on a real dataset, in a temporary database"
@@ -186,13 +203,53 @@ def _deliver(con, query: str, values: list, args) -> None:
 def _models(args) -> int:
     con = _connect(args, read_only=True)
     rows = con.execute(
-        "SELECT name, source, columns, rows, created, size FROM latent_diffusion_models()"
+        "SELECT name, source, columns, rows, created, size, "
+        "metrics->>'$.validation_imputation.mae', "
+        "metrics->>'$.validation_imputation.mean_mode_mae' FROM latent_diffusion_models()"
     ).fetchall()
     if not rows:
         print("no models; train one with: duckdb-diffusion train DATABASE TABLE")
-    for name, source, columns, count, created, size in rows:
-        print(f"{name}\t{source}\t{columns} columns\t{count} rows\t{created}\t{size} bytes")
+    for name, source, columns, count, created, size, mae, baseline in rows:
+        quality = f"\tvalidation MAE {mae} (mean fill {baseline})" if mae is not None else ""
+        print(
+            f"{name}\t{source}\t{columns} columns\t{count} rows\t{created}\t{size} bytes{quality}"
+        )
     con.close()
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    con = _connect(args, read_only=True)
+    try:
+        name = model_name(args.model, parse_source(args.table))
+        report = args.report or f"{name}-evaluation.html"
+        result = evaluate(
+            con,
+            args.table,
+            args.model,
+            report=report,
+            rows=args.rows,
+            hide=args.hide,
+            target=args.target,
+            seed=args.seed,
+            model_dir=args.model_dir,
+        )
+    finally:
+        con.close()
+    imputation, synthesis = result["imputation"], result["synthesis"]
+    print(f"model {result['model']} on {result['table']}, {result['rows']} rows")
+    print(
+        f"imputation ({imputation['hidden_share']:.0%} of cells hidden): "
+        f"MAE {imputation['mae']:.3f} (mean/mode {imputation['mean_mode']['mae']:.3f}), accuracy "
+        f"{imputation['accuracy']:.3f} (mode {imputation['mean_mode']['accuracy']:.3f})"
+    )
+    print(
+        f"synthesis: shape error {synthesis['shape_error']:.3f}, trend error "
+        f"{synthesis['trend_error']:.3f}, detection AUC {synthesis['detection_auc']:.3f}"
+    )
+    print(f"report: {report}")
     return 0
 
 

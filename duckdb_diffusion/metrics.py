@@ -75,10 +75,10 @@ def _hide_probabilities(table, columns, rate, mechanism, rng) -> dict[str, np.nd
 def _standard_scores(column: pa.ChunkedArray, rng) -> np.ndarray:
     """One number per cell for the logistic masks: z-scored numbers, a random score per
     category; NULL (and NaN) cells score 0."""
-    if _is_numeric(column.type):
+    if is_numeric(column.type):
         values = numeric_values(column)
     else:
-        codes, _ = _codes(column, None)
+        codes, _ = category_codes(column, None)
         values = np.where(codes >= 0, rng.normal(size=codes.max() + 2)[codes], np.nan)
     finite = np.isfinite(values)
     if not finite.any():
@@ -132,17 +132,22 @@ def imputation_scores(
     }
 
 
-def mean_mode_fill(masked: pa.Table, numeric: list[str], categorical: list[str]) -> dict:
-    """The baseline everyone beats: column mean for numbers, most frequent level otherwise."""
+def mean_mode_fill(
+    masked: pa.Table, numeric: list[str], categorical: list[str], reference: pa.Table | None = None
+) -> dict:
+    """The baseline everyone beats: column mean for numbers, most frequent level otherwise,
+    taken from ``reference`` (default: ``masked`` itself)."""
+    reference = masked if reference is None else reference
     out = {}
     for name in numeric:
         values = numeric_values(masked.column(name))
-        out[name] = np.where(np.isnan(values), np.nanmean(values), values)
+        out[name] = np.where(
+            np.isnan(values), np.nanmean(numeric_values(reference.column(name))), values
+        )
     for name in categorical:
-        column = masked.column(name)
-        counts = pc.value_counts(column.drop_null()).to_pylist()
+        counts = pc.value_counts(reference.column(name).drop_null()).to_pylist()
         mode = max(counts, key=lambda item: item["counts"])["values"] if counts else None
-        out[name] = np.asarray(column.fill_null(mode).to_pylist(), dtype=object)
+        out[name] = np.asarray(masked.column(name).fill_null(mode).to_pylist(), dtype=object)
     return out
 
 
@@ -210,7 +215,7 @@ def column_shape_error(real: pa.Table, synthetic: pa.Table, columns: list[str]) 
     out = {}
     for name in columns:
         a, b = real.column(name), synthetic.column(name)
-        if _is_numeric(a.type):
+        if is_numeric(a.type):
             x, y = numeric_values(a), numeric_values(b)
             out[name] = ks_statistic(x[np.isfinite(x)], y[np.isfinite(y)])
         else:
@@ -227,7 +232,7 @@ def pair_trend_error(real: pa.Table, synthetic: pa.Table, columns: list[str]) ->
     for i, first in enumerate(columns):
         for second in columns[i + 1 :]:
             a, b = real.column(first), real.column(second)
-            if _is_numeric(a.type) and _is_numeric(b.type):
+            if is_numeric(a.type) and is_numeric(b.type):
                 gap = abs(
                     _correlation(numeric_values(a), numeric_values(b))
                     - _correlation(
@@ -305,7 +310,7 @@ def features(tables: list[pa.Table], reference: pa.Table, columns: list[str], bi
     blocks = [[] for _ in tables]
     for name in columns:
         ref = reference.column(name)
-        if _is_numeric(ref.type):
+        if is_numeric(ref.type):
             values = numeric_values(ref)
             finite = values[np.isfinite(values)]
             mean = finite.mean() if finite.size else 0.0
@@ -320,9 +325,9 @@ def features(tables: list[pa.Table], reference: pa.Table, columns: list[str], bi
                     codes = np.searchsorted(edges, np.where(missing, np.inf, x), side="right")
                     block.append(np.eye(len(edges) + 1)[np.minimum(codes, len(edges))])
         else:
-            _, levels = _codes(ref, None)
+            _, levels = category_codes(ref, None)
             for block, table in zip(blocks, tables, strict=True):
-                codes, _ = _codes(table.column(name), levels)
+                codes, _ = category_codes(table.column(name), levels)
                 onehot = np.zeros((len(codes), len(levels) + 1))
                 onehot[np.arange(len(codes)), np.where(codes >= 0, codes, len(levels))] = 1.0
                 block.append(onehot[:, : len(levels)])
@@ -402,7 +407,7 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> float:
 def _levels_of(real: pa.ChunkedArray, synthetic: pa.ChunkedArray):
     """Category codes for a real column and its synthetic twin, on the real column's levels
     (numbers: its quantile bins); NULL and unseen values share the last code."""
-    if _is_numeric(real.type):
+    if is_numeric(real.type):
         edges = _bin_edges(numeric_values(real))
         coded = []
         for column in (real, synthetic):
@@ -410,8 +415,8 @@ def _levels_of(real: pa.ChunkedArray, synthetic: pa.ChunkedArray):
             codes = np.searchsorted(edges, x, side="right")
             coded.append(np.where(np.isfinite(x), codes, len(edges) + 1))
         return coded[0], coded[1]
-    real_codes, levels = _codes(real, None)
-    synth_codes, _ = _codes(synthetic, levels)
+    real_codes, levels = category_codes(real, None)
+    synth_codes, _ = category_codes(synthetic, levels)
     return (
         np.where(real_codes >= 0, real_codes, len(levels)),
         np.where(synth_codes >= 0, synth_codes, len(levels)),
@@ -432,7 +437,7 @@ def _bin_edges(values: np.ndarray) -> np.ndarray:
     return np.unique(np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1]))
 
 
-def _codes(column: pa.ChunkedArray, levels: list | None) -> tuple[np.ndarray, list]:
+def category_codes(column: pa.ChunkedArray, levels: list | None) -> tuple[np.ndarray, list]:
     """Integer codes of a categorical column (-1 for NULL and for values not in ``levels``);
     without ``levels``, the column's own, most frequent first."""
     values = column.to_pylist()
@@ -443,7 +448,7 @@ def _codes(column: pa.ChunkedArray, levels: list | None) -> tuple[np.ndarray, li
     return np.array([index.get(v, -1) for v in values], dtype=np.int64), levels
 
 
-def _is_numeric(data_type: pa.DataType) -> bool:
+def is_numeric(data_type: pa.DataType) -> bool:
     return (
         pa.types.is_integer(data_type)
         or pa.types.is_floating(data_type)
@@ -471,8 +476,8 @@ def ml_efficacy(
         ) from None
     inputs = [c for c in columns if c != target]
     x_train, x_synth, x_test = _tree_features([train, synthetic, test], train, inputs)
-    categorical = [not _is_numeric(train.column(c).type) for c in inputs]
-    numeric_target = _is_numeric(train.column(target).type)
+    categorical = [not is_numeric(train.column(c).type) for c in inputs]
+    numeric_target = is_numeric(train.column(target).type)
     scores = {}
     for label, x, table in (("real", x_train, train), ("synthetic", x_synth, synthetic)):
         if numeric_target:
@@ -489,9 +494,9 @@ def ml_efficacy(
             scores[label] = float(1 - residual / ((y_test[ok] - y_test[ok].mean()) ** 2).sum())
             metric = "r2"
             continue
-        codes, levels = _codes(train.column(target), None)
-        y = _codes(table.column(target), levels)[0]
-        y_test = _codes(test.column(target), levels)[0]
+        codes, levels = category_codes(train.column(target), None)
+        y = category_codes(table.column(target), levels)[0]
+        y_test = category_codes(test.column(target), levels)[0]
         keep, ok = y >= 0, y_test >= 0
         model = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed)
         if len(np.unique(y[keep])) < 2:
@@ -517,12 +522,42 @@ def _tree_features(tables: list[pa.Table], reference: pa.Table, columns: list[st
     out = [[] for _ in tables]
     for name in columns:
         ref = reference.column(name)
-        if _is_numeric(ref.type):
+        if is_numeric(ref.type):
             for block, table in zip(out, tables, strict=True):
                 block.append(numeric_values(table.column(name)))
         else:
-            _, levels = _codes(ref, None)
+            _, levels = category_codes(ref, None)
             for block, table in zip(out, tables, strict=True):
-                codes, _ = _codes(table.column(name), levels[:250])
+                codes, _ = category_codes(table.column(name), levels[:250])
                 block.append(np.where(codes >= 0, codes, np.nan).astype(float))
     return [np.stack(block, axis=1) for block in out]
+
+
+def association_matrix(table: pa.Table, columns: list[str], reference: pa.Table) -> np.ndarray:
+    """Pairwise association for heatmaps: Pearson correlation between two numbers, Cramer's V
+    (0 to 1) otherwise, numbers cut into ``reference``'s quantile bins, NULL a level."""
+    size = len(columns)
+    out = np.eye(size)
+    for i in range(size):
+        for j in range(i + 1, size):
+            a, b = table.column(columns[i]), table.column(columns[j])
+            if is_numeric(a.type) and is_numeric(b.type):
+                value = _correlation(numeric_values(a), numeric_values(b))
+            else:
+                x = _levels_of(reference.column(columns[i]), a)[1]
+                y = _levels_of(reference.column(columns[j]), b)[1]
+                value = _cramers_v(x, y)
+            out[i, j] = out[j, i] = value
+    return out
+
+
+def _cramers_v(x: np.ndarray, y: np.ndarray) -> float:
+    _, x = np.unique(x, return_inverse=True)
+    _, y = np.unique(y, return_inverse=True)
+    table = np.zeros((x.max(initial=0) + 1, y.max(initial=0) + 1))
+    np.add.at(table, (x, y), 1)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / max(table.sum(), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.nansum((table - expected) ** 2 / expected)
+    k = min(table.shape) - 1
+    return float(np.sqrt(chi2 / (table.sum() * k))) if k > 0 and table.sum() else 0.0

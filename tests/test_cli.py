@@ -13,7 +13,7 @@ import pytest
 
 from .conftest import FAST, data_file
 
-COMMANDS = ["train", "impute", "synthesize", "models", "demo"]
+COMMANDS = ["train", "impute", "synthesize", "models", "evaluate", "demo"]
 
 
 def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

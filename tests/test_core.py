@@ -46,6 +46,17 @@ def test_train_summary_reports_metrics_and_onnx_agreement(housing):
         assert check[graph]["max_abs_diff"] < 1e-3
         assert check[graph]["category_agreement"] == 1.0
     assert info["metrics"]["diffusion"]["steps"] > 0
+    validation = info["metrics"]["validation_imputation"]
+    assert validation["held_out"] and validation["rows"] == 150  # 10% of 1,500 rows
+    assert validation["numeric_cells"] > 100 and validation["categorical_cells"] > 10
+    # scored on cells the model never saw: better than filling means, and than the mode
+    assert validation["mae"] < validation["mean_mode_mae"]
+    assert validation["accuracy"] > validation["mean_mode_accuracy"]
+    ddf.install(housing)
+    listed = housing.execute(
+        "SELECT metrics->>'$.validation_imputation.mae' FROM latent_diffusion_models()"
+    ).fetchall()
+    assert float(listed[0][0]) == validation["mae"]
 
 
 def test_impute_fills_nulls_and_changes_nothing_else(housing):
