@@ -35,7 +35,7 @@ def histograms(title: str, real: np.ndarray, synthetic: np.ndarray, bins: int = 
             y = _y(value / top)
             points += [(_x(i / bins), y), (_x((i + 1) / bins), y)]
         body += _polyline(points, colour)
-    body += _axis_labels(f"{low:.4g}", f"{high:.4g}")
+    body += _axis_labels(f"{low:.4g}", f"{high:.4g}") + _legend("real", "synthetic")
     return _frame(title, body)
 
 
@@ -43,40 +43,49 @@ def bars(title: str, levels: list[str], real: np.ndarray, synthetic: np.ndarray)
     """Level frequencies side by side, real beside synthetic (the most frequent levels)."""
     top = max(real.max(initial=0), synthetic.max(initial=0)) or 1.0
     slot = (WIDTH - 2 * PAD) / max(len(levels), 1)
+    base = HEIGHT - 55  # room below for slanted level names
     body = ""
     for i, level in enumerate(levels):
         for j, (share, colour) in enumerate(((real[i], REAL), (synthetic[i], MODEL))):
-            height = (HEIGHT - 2 * PAD) * share / top
+            height = (base - PAD) * share / top
             x = PAD + i * slot + j * slot * 0.4 + slot * 0.1
             body += (
-                f'<rect x="{x:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{slot * 0.4:.1f}" '
+                f'<rect x="{x:.1f}" y="{base - height:.1f}" width="{slot * 0.4:.1f}" '
                 f'height="{height:.1f}" fill="{colour}"><title>{escape(str(level))}: '
                 f"{share:.3f}</title></rect>"
             )
-        label = escape(str(level)[:8])
+        label = escape(str(level)[:14])
+        x, y = PAD + (i + 0.5) * slot, base + 8
         body += (
-            f'<text x="{PAD + (i + 0.5) * slot:.1f}" y="{HEIGHT - PAD + 12}" font-size="8" '
-            f'text-anchor="middle">{label}</text>'
+            f'<text x="{x:.1f}" y="{y}" font-size="7" text-anchor="end" '
+            f'transform="rotate(-40 {x:.1f} {y})">{label}</text>'
         )
-    return _frame(title, body)
+    return _frame(title, body + _legend("real", "synthetic"))
 
 
 def heatmap(title: str, names: list[str], matrix: np.ndarray) -> str:
-    """A square matrix of associations in [-1, 1]: red positive, blue negative."""
+    """A square matrix of associations in [-1, 1]: red positive, blue negative; rows named."""
     size = HEIGHT - PAD - 10
     cell = size / max(len(names), 1)
+    left = 80
     body = ""
+    for i, name in enumerate(names):
+        y = PAD + (i + 0.7) * cell
+        body += (
+            f'<text x="{left - 4}" y="{y:.1f}" font-size="{min(8, cell):.1f}" '
+            f'text-anchor="end">{escape(name[:16])}</text>'
+        )
     for i in range(len(names)):
         for j in range(len(names)):
             value = float(np.clip(np.nan_to_num(matrix[i, j]), -1, 1))
             shade = int(255 * (1 - abs(value)))
             colour = f"rgb(255,{shade},{shade})" if value >= 0 else f"rgb({shade},{shade},255)"
             body += (
-                f'<rect x="{PAD + j * cell:.1f}" y="{PAD + i * cell:.1f}" width="{cell:.1f}" '
+                f'<rect x="{left + j * cell:.1f}" y="{PAD + i * cell:.1f}" width="{cell:.1f}" '
                 f'height="{cell:.1f}" fill="{colour}"><title>{escape(names[i])} / '
                 f"{escape(names[j])}: {value:.2f}</title></rect>"
             )
-    return _frame(title, body, width=PAD + size + 10)
+    return _frame(title, body, width=left + size + 10)
 
 
 def scatter(title: str, true: np.ndarray, imputed: np.ndarray, limit: int = 600) -> str:
@@ -91,8 +100,16 @@ def scatter(title: str, true: np.ndarray, imputed: np.ndarray, limit: int = 600)
     for t, m in zip(true, imputed, strict=True):
         x, y = _x(np.clip((t - low) / span, 0, 1)), _y(np.clip((m - low) / span, 0, 1))
         body += f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.6" fill="{MODEL}" fill-opacity="0.5"/>'
-    body += _axis_labels(f"true {low:.4g}", f"{high:.4g}")
+    body += _axis_labels(f"true {low:.4g}", f"{high:.4g}") + _legend("", "imputed")
     return _frame(title, body)
+
+
+def _legend(real: str, model: str) -> str:
+    x = WIDTH - PAD - 80
+    return (
+        f'<text x="{x}" y="18" font-size="9" fill="{REAL}">{real}</text>'
+        f'<text x="{x + 30}" y="18" font-size="9" fill="{MODEL}">{model}</text>'
+    )
 
 
 def _x(fraction: float) -> float:
