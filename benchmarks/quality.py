@@ -152,7 +152,7 @@ def imputation_runs(dataset, truth, mechanism, seed, config, envs, results, work
     }
     pq.write_table(sides["in-sample"][1], work / "train.parquet")
     pq.write_table(sides["held-out"][1], work / "test.parquet")
-    methods = ["mean/mode", *(m for m in IMPUTERS if m not in config["skip"]), OURS]
+    methods = [m for m in ["mean/mode", *IMPUTERS, OURS] if m not in config["skip"]]
     for method in methods:
         if results.has({**key, "method": method}):
             continue
@@ -225,7 +225,7 @@ def constant_fill(filled, hidden: dict, numeric: list[str]) -> bool:
     """True when every numeric column got one value in all its hidden cells (a silent failure
     HyperImpute shows with the wrong pandas / scikit-learn)."""
     spreads = []
-    for name in numeric:
+    for name in (n for n in numeric if n in hidden):
         column = filled.column(name) if isinstance(filled, pa.Table) else filled[name]
         values = np.asarray(
             numeric_values(column) if not isinstance(column, np.ndarray) else column,
@@ -336,9 +336,50 @@ class Results:
             handle.write(json.dumps(row) + "\n")
 
 
+SHORT = {
+    "mean/mode": "mean/mode",
+    "knn": "KNN",
+    "mice": "MICE",
+    "missforest_rf": "MissForest",
+    "missforest": "missforest pkg",
+    "hyperimpute": "HyperImpute",
+    OURS: "**ours**",
+}
+
+
+def summary(impute: list[dict], side: str) -> list[str]:
+    """One line per dataset and mechanism: every method's MAE / accuracy (mean over masks)."""
+    methods = [m for m in SHORT if any(r["method"] == m for r in impute)]
+    lines = [
+        f"\n**Imputation summary, {side}: numeric MAE / categorical accuracy** (mean over masks)\n",
+        "| dataset, mechanism (masks) | " + " | ".join(SHORT[m] for m in methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for dataset in TARGETS:
+        for mechanism in metrics.MECHANISMS:
+            chosen = [
+                r
+                for r in impute
+                if r["dataset"] == dataset and r["mechanism"] == mechanism and r["side"] == side
+            ]
+            if not chosen:
+                continue
+            cells = []
+            for method in methods:
+                mine = [r for r in chosen if r["method"] == method]
+                mae = np.mean([r["mae"] for r in mine]) if mine else np.nan
+                acc = np.mean([r["accuracy"] for r in mine]) if mine else np.nan
+                cells.append("–" if not mine else f"{mae:.3f} / {acc:.3f}".replace("nan", "–"))
+            masks = len({r["mask"] for r in chosen})
+            lines.append(
+                f"| {dataset}, {mechanism.upper()} ({masks}) | " + " | ".join(cells) + " |"
+            )
+    return lines
+
+
 def markdown(rows: list[dict], config: dict, failed: dict) -> str:
-    lines = []
     impute = [r for r in rows if r["task"] == "impute" and "error" not in r]
+    lines = summary(impute, "in-sample") + summary(impute, "held-out")
     for dataset in TARGETS:
         for mechanism in config["mechanisms"]:
             chosen = [r for r in impute if r["dataset"] == dataset and r["mechanism"] == mechanism]
@@ -422,6 +463,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="JSON-lines file (resumed if it exists)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results")
     parser.add_argument("--out", type=Path, help="markdown file for the tables")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="print the tables of earlier results, run nothing",
+    )
     args = parser.parse_args()
 
     config = settings(args.quick)
@@ -441,7 +487,7 @@ def main() -> None:
     envs = Environments(args.venvs)
     started = time.perf_counter()
     tables = {}
-    for dataset in args.datasets.split(","):
+    for dataset in [] if args.tables_only else args.datasets.split(","):
         truth = duckdb.sql(f"SELECT * FROM '{DATA / dataset}.parquet'").to_arrow_table()
         if config["rows"]:
             keep = np.random.default_rng(0).permutation(truth.num_rows)[: config["rows"]]

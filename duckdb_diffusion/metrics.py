@@ -110,14 +110,15 @@ def imputation_scores(
     numeric: list[str],
     categorical: list[str],
 ) -> dict:
-    """MAE and RMSE over hidden numeric cells (z-scored), accuracy over hidden categorical cells."""
+    """MAE and RMSE over hidden numeric cells (z-scored), accuracy over hidden categorical cells.
+    Columns with no entry in ``hidden`` (a MAR mask's fully observed drivers) are not scored."""
     errors, hits = [], []
-    for name in numeric:
+    for name in (n for n in numeric if n in hidden):
         true = numeric_values(truth.column(name))
         std = np.nanstd(true) or 1.0
         got = _values(filled, name, numeric=True)
         errors.append(((got - true) / std)[hidden[name]])
-    for name in categorical:
+    for name in (n for n in categorical if n in hidden):
         true = np.asarray(truth.column(name).to_pylist(), dtype=object)
         got = _values(filled, name, numeric=False)
         hits.append((got == true)[hidden[name]])

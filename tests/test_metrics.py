@@ -124,6 +124,11 @@ def test_masks_hide_the_asked_share(mechanism):
         )
     else:
         assert set(hidden) == set(COLUMNS)
+    # scoring skips the columns a MAR mask leaves observed
+    perfect = metrics.imputation_scores(real, real, hidden, ["x", "y"], ["level"])
+    assert perfect["numeric_cells"] + perfect["categorical_cells"] == sum(
+        int(m.sum()) for m in hidden.values()
+    )
     for name, mask in hidden.items():  # only observed cells are hidden, and they are now NULL
         assert not (mask & real.column(name).is_null().to_numpy(zero_copy_only=False)).any()
         assert masked.column(name).is_null().to_numpy(zero_copy_only=False)[mask].all()
