@@ -473,7 +473,7 @@ def ml_efficacy(
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     except ImportError:
         raise ImportError(
-            "machine-learning efficacy needs scikit-learn: pip install scikit-learn"
+            "machine-learning efficacy needs scikit-learn: pip install 'duckdb-diffusion[evaluate]'"
         ) from None
     inputs = [c for c in columns if c != target]
     x_train, x_synth, x_test = _tree_features([train, synthetic, test], train, inputs)
