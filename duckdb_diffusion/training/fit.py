@@ -117,9 +117,10 @@ def validation_imputation(
 
 
 def _rounded(value):
-    """Four decimals; NaN (no cell of that kind) becomes null, which JSON can hold."""
+    """Four decimals; NaN (no cell of that kind) or infinity (values at float64's limits
+    overflow the z-scores) becomes null, which JSON can hold."""
     if isinstance(value, float):
-        return round(value, 4) if value == value else None
+        return round(value, 4) if np.isfinite(value) else None
     return value
 
 
