@@ -85,6 +85,19 @@ class Model:
             return self._sessions[graph]
 
     @property
+    def _sampler_graph(self) -> str:
+        """The graph that draws from the posterior given a row's mask: ``synthesize`` (it
+        takes a mask since the point predictor came); models stored before it sample in
+        ``impute``."""
+        inputs = {i.name for i in self.session("synthesize").get_inputs()}
+        return "synthesize" if "mask" in inputs else "impute"
+
+    def _zeros(self, rows: int) -> np.ndarray:
+        """The noise distribution's mean: what ``impute`` graphs stored before the point
+        predictor take to return the posterior centre (newer ones take no noise)."""
+        return np.zeros((rows, self.width), dtype=np.float32)
+
+    @property
     def provider(self) -> str:
         return self.session("impute").get_providers()[0]
 
@@ -119,22 +132,25 @@ class Model:
         if len(need) == 0:
             return batch
         num, cat, mask = encoded.num[need], encoded.cat[need], encoded.mask[need]
-        rows, samples = len(need), max(draws, 1)
+        rows = len(need)
         if draws == 0:
-            # The posterior centre: the sampler's ODE from the noise distribution's mean.
-            start = np.zeros((rows, self.width), dtype=np.float32)
+            num_out, cat_out = self._run(
+                "impute", {"num": num, "cat": cat, "mask": mask, "noise": self._zeros(rows)}
+            )
+            values = self.encoder.decode_numeric(num_out)
+            levels = cat_out
         else:
             keys = noise.row_keys(seed, num, cat, mask)
             start = noise.normal(keys, draws * self.width).reshape(rows * draws, self.width)
-        feeds = {
-            "num": np.repeat(num, samples, axis=0),
-            "cat": np.repeat(cat, samples, axis=0),
-            "mask": np.repeat(mask, samples, axis=0),
-            "noise": start,
-        }
-        num_out, cat_out = self._run("impute", feeds)
-        values = self.encoder.decode_numeric(num_out).reshape(rows, samples, -1).mean(axis=1)
-        levels = _mode(cat_out.reshape(rows, samples, -1), self.encoder.category_sizes)
+            feeds = {
+                "num": np.repeat(num, draws, axis=0),
+                "cat": np.repeat(cat, draws, axis=0),
+                "mask": np.repeat(mask, draws, axis=0),
+                "noise": start,
+            }
+            num_out, cat_out = self._run(self._sampler_graph, feeds)
+            values = self.encoder.decode_numeric(num_out).reshape(rows, draws, -1).mean(axis=1)
+            levels = _mode(cat_out.reshape(rows, draws, -1), self.encoder.category_sizes)
 
         columns = list(batch.columns)
         index = {name: i for i, name in enumerate(batch.schema.names)}
@@ -165,7 +181,14 @@ class Model:
         """Rows number ``ordinals`` of the synthetic table for ``seed``."""
         count = len(ordinals)
         keys = noise.ordinal_keys(seed, ordinals)
-        num_out, cat_out = self._run("synthesize", {"noise": noise.normal(keys, self.width)})
+        empty = np.zeros((count, len(self.encoder.modelled_names)), dtype=np.float32)
+        feeds = {
+            "num": np.zeros((count, len(self.encoder.numeric)), dtype=np.float32),
+            "cat": np.zeros((count, len(self.encoder.vocabularies)), dtype=np.int64),
+            "mask": empty,  # nothing given: every token sampled
+            "noise": noise.normal(keys, self.width),
+        }
+        num_out, cat_out = self._run("synthesize", feeds)
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         values = self.encoder.decode_numeric(num_out)
         arrays = {}

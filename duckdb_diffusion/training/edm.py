@@ -15,6 +15,8 @@ synthesizing). Given tokens are held at their clean values through sampling.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -41,7 +43,7 @@ class Precond(nn.Module):
         c_in = 1.0 / (sigma**2 + SIGMA_DATA**2).sqrt()
         c_noise = sigma.log() / 4.0
         free = 1.0 - mask
-        f = self.network(c_in * x * free, given * mask, mask, c_noise.expand(x.shape[0], 1))
+        f = self.network(c_in * x * free, given * mask, mask, c_noise)
         return (c_skip * x + c_out * f) * free + given * mask
 
 
@@ -55,6 +57,13 @@ def karras_sigmas(
     return [*sigmas.tolist(), 0.0]
 
 
+def _level(sigma: float) -> torch.Tensor:
+    """A sampling step's noise level as a [1, 1] constant, broadcast over the batch: in an
+    exported graph everything computed from it alone (the noise embedding MLP, the EDM
+    scalings) is constant-folded by onnxruntime instead of being run for every row."""
+    return torch.full((1, 1), sigma)
+
+
 def heun_sample(
     denoise: Precond,
     noise: torch.Tensor,
@@ -65,14 +74,41 @@ def heun_sample(
     """EDM Algorithm 1 (deterministic Heun; Euler on the last step), written to unroll cleanly."""
     x = noise * sigmas[0] * (1.0 - mask) + given * mask
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-        s = torch.ones_like(x[:, :1]) * sigma
+        s = _level(sigma)
         d = (x - denoise(x, s, given, mask)) / sigma
         x_next = x + (sigma_next - sigma) * d
         if sigma_next > 0:
-            s_next = torch.ones_like(x[:, :1]) * sigma_next
+            s_next = _level(sigma_next)
             d_next = (x_next - denoise(x_next, s_next, given, mask)) / sigma_next
             x_next = x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
         x = x_next
+    return x * (1.0 - mask) + given * mask
+
+
+def dpm_solver_2m(
+    denoise: Precond,
+    noise: torch.Tensor,
+    given: torch.Tensor,
+    mask: torch.Tensor,
+    sigmas: list[float],
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al., 2022): a second-order multistep solver of the same ODE
+    that reuses the previous step's denoised estimate, so it costs one network evaluation per
+    step where Heun costs two."""
+    x = noise * sigmas[0] * (1.0 - mask) + given * mask
+    previous = None
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
+        denoised = denoise(x, _level(sigma), given, mask)
+        if sigma_next == 0:
+            x = denoised
+            break
+        h = math.log(sigma / sigma_next)
+        estimate = denoised
+        if previous is not None:
+            ratio = math.log(sigmas[i - 1] / sigma) / h
+            estimate = (1 + 1 / (2 * ratio)) * denoised - (1 / (2 * ratio)) * previous
+        x = (sigma_next / sigma) * x - math.expm1(-h) * estimate
+        previous = denoised
     return x * (1.0 - mask) + given * mask
 
 
@@ -87,3 +123,10 @@ def denoising_loss(
     denoised = denoise(x, sigma, z * mask, mask)
     per_token = weight * (denoised - z) ** 2 * target
     return per_token.sum() / target.sum().clamp(min=1.0)
+
+
+# The sampler the exported graphs unroll: DPM-Solver++(2M). On california (90 s model, 5,000
+# synthetic rows) 8 of its steps (8 evaluations) matched 8 Heun steps (15 evaluations): column
+# shape 0.045 vs 0.046, pair trend 0.029 vs 0.030, detection AUC 0.749 vs 0.737; 4 Heun steps
+# (7 evaluations) fell apart (0.191 / 0.121 / 0.991).
+sample = dpm_solver_2m

@@ -1,11 +1,13 @@
 """Export a trained model as two self-contained ONNX graphs, and prove they match torch.
 
-- ``impute``:     (num, cat, mask, noise) -> (num, cat): encode the observed cells, sample the
-  missing tokens conditionally, decode every column.
-- ``synthesize``: (noise) -> (num, cat): sample every token unconditionally and decode.
+- ``impute``:     (num, cat, mask) -> (num, cat): encode the observed cells and give every
+  cell its point estimate from the point predictor (one network evaluation).
+- ``synthesize``: (num, cat, mask, noise) -> (num, cat): draw the tokens whose mask is 0 from
+  the diffusion posterior given those whose mask is 1, and decode. An all-zero mask makes a
+  synthetic row; a row's own mask makes one random imputation (``draws >= 1``).
 
-The whole sampler (EDM Heun, ``sampling_steps`` steps) is unrolled inside each graph and the
-initial noise is an input, so a batch crosses to the device once and the graph is a pure
+The whole sampler (DPM-Solver++(2M), ``sampling_steps`` steps) is unrolled inside the graph and
+the initial noise is an input, so a batch crosses to the device once and the graph is a pure
 function: onnxruntime at SQL time computes what torch computed at training time.
 """
 
@@ -22,18 +24,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from .edm import heun_sample, karras_sigmas
+from .edm import karras_sigmas, sample
 from .trainer import TrainedModel
 
 OPSET = 20
-INPUTS = {"impute": ["num", "cat", "mask", "noise"], "synthesize": ["noise"]}
+INPUTS = {"impute": ["num", "cat", "mask"], "synthesize": ["num", "cat", "mask", "noise"]}
 OUTPUTS = ["num_out", "cat_out"]
 # torch.onnx keeps its state in module globals: two exports at once (two connections training
 # in one process) fail with "GLOBALS.in_onnx_export must be False", so exports take turns.
 _EXPORT_LOCK = threading.Lock()
 
 
-class _Sampler(nn.Module):
+class PointGraph(nn.Module):
+    """impute: each cell's point estimate from the row's observed cells, in one evaluation of
+    the point predictor: the median of a numeric cell's posterior, the mode of a categorical
+    one (what absolute error and accuracy reward)."""
+
+    def __init__(self, model: TrainedModel):
+        super().__init__()
+        self.vae = model.vae
+        self.predictor = model.predictor
+        self.register_buffer("mean", model.latent_mean.clone())
+        self.register_buffer("std", model.latent_std.clone())
+
+    def forward(self, num, cat, mask):
+        mu, _ = self.vae.encode(num, cat)
+        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(mu.shape[0], -1)
+        given = ((mu - self.mean) / self.std).reshape(tokens.shape) * tokens
+        return self.predictor.values(given, tokens)
+
+
+class SampleGraph(nn.Module):
+    """synthesize: one draw from the diffusion posterior of the cells whose mask is 0, given
+    the cells whose mask is 1. An all-zero mask makes a synthetic row; a row's observation
+    mask makes one random imputation of it (``draws >= 1``)."""
+
     def __init__(self, model: TrainedModel):
         super().__init__()
         self.vae = model.vae
@@ -43,33 +68,24 @@ class _Sampler(nn.Module):
         self.latent_dim = model.config.latent_dim
         self.sigmas = karras_sigmas(model.config.sampling_steps)
 
-    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, num, cat, mask, noise):
+        mu, _ = self.vae.encode(num, cat)
+        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(noise.shape)
+        given = ((mu - self.mean) / self.std).reshape(noise.shape) * tokens
+        x = sample(self.denoiser, noise, given, tokens, self.sigmas)
         z = x.reshape(x.shape[0], -1, self.latent_dim) * self.std + self.mean
         return self.vae.decode_values(z)
 
 
-class ImputeGraph(_Sampler):
-    def forward(self, num, cat, mask, noise):
-        mu, _ = self.vae.encode(num, cat)
-        given = ((mu - self.mean) / self.std).reshape(noise.shape)
-        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(noise.shape)
-        x = heun_sample(self.denoiser, noise, given * tokens, tokens, self.sigmas)
-        return self.decode(x)
-
-
-class SynthesizeGraph(_Sampler):
-    def forward(self, noise):
-        zeros = noise * 0.0
-        x = heun_sample(self.denoiser, noise, zeros, zeros, self.sigmas)
-        return self.decode(x)
+GRAPH_MODULES = {"impute": PointGraph, "synthesize": SampleGraph}
 
 
 def export_graphs(model: TrainedModel, n_numeric: int, category_sizes: list[int]) -> dict:
     """-> {"impute": onnx bytes, "synthesize": onnx bytes}."""
     example = example_inputs(model, n_numeric, len(category_sizes), rows=3)
     graphs = {}
-    for name, module in (("impute", ImputeGraph(model)), ("synthesize", SynthesizeGraph(model))):
-        module.eval()
+    for name, graph in GRAPH_MODULES.items():
+        module = graph(model).eval()
         args = tuple(example[k] for k in INPUTS[name])
         with _EXPORT_LOCK:
             graphs[name] = _export(module, args, INPUTS[name])
@@ -142,8 +158,8 @@ def check_agreement(model: TrainedModel, graphs: dict, num, cat, mask, seed: int
     noise = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
     feeds = {"num": num, "cat": cat, "mask": mask, "noise": noise}
     report = {"rows": int(rows)}
-    for name, module in (("impute", ImputeGraph(model)), ("synthesize", SynthesizeGraph(model))):
-        module.eval()
+    for name, graph in GRAPH_MODULES.items():
+        module = graph(model).eval()
         with torch.no_grad():
             ref_num, ref_cat = module(*(torch.from_numpy(feeds[k]) for k in INPUTS[name]))
         session = ort.InferenceSession(graphs[name], providers=["CPUExecutionProvider"])

@@ -111,3 +111,49 @@ class Denoiser(nn.Module):
 
 def _init(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
     return torch.randn(*shape) / math.sqrt(fan_in)
+
+
+class PointPredictor(nn.Module):
+    """The imputer's point estimate of every cell from the given tokens: the median of each
+    numeric cell's posterior (trained with an absolute-error loss) and the logits of each
+    categorical cell's posterior over levels (cross-entropy), whose argmax is its mode.
+
+    Why beside the sampler: a point imputation is judged by absolute error and accuracy, which
+    the posterior's median and mode minimise. The sampler's posterior centre is neither: a
+    category's latent posterior is multimodal and its centre is not its mode (on california
+    it lost 9 points of accuracy to MissForest). This MLP sees the same latent tokens and mask
+    as the denoiser and trains on the same random 'given' subsets, in one network evaluation.
+    """
+
+    def __init__(self, dim: int, n_numeric: int, category_sizes: list[int], width: int, depth: int):
+        super().__init__()
+        self.n_numeric = n_numeric
+        self.category_sizes = list(category_sizes)
+        self.input = nn.Linear(2 * dim, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
+            )
+            for _ in range(depth)
+        )
+        self.out_norm = nn.LayerNorm(width)
+        self.output = nn.Linear(width, n_numeric + sum(category_sizes))
+
+    def forward(self, given: torch.Tensor, mask: torch.Tensor):
+        """given: clean given tokens (0 elsewhere); mask: 1 on given tokens.
+        -> numeric medians [batch, n_numeric] (encoded scale) and logits per categorical column."""
+        h = self.input(torch.cat([given * mask, mask], dim=-1))
+        for block in self.blocks:
+            h = h + block(h)
+        out = self.output(torch.nn.functional.silu(self.out_norm(h)))
+        num, logits = out.split([self.n_numeric, sum(self.category_sizes)], dim=-1)
+        return num, list(logits.split(self.category_sizes, dim=-1))
+
+    def values(self, given: torch.Tensor, mask: torch.Tensor):
+        """-> numeric medians and the most likely level of each categorical column."""
+        num, logits = self(given, mask)
+        if logits:
+            cat = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
+        else:
+            cat = torch.zeros(num.shape[0], 0, dtype=torch.int64, device=num.device)
+        return num, cat

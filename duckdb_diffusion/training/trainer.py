@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .edm import Precond, denoising_loss
-from .networks import ColumnVAE, Denoiser
+from .networks import ColumnVAE, Denoiser, PointPredictor
 
 VALIDATE_EVERY_STEPS = 100
 VALIDATION_SAMPLES = 2048
@@ -45,7 +45,7 @@ class TrainConfig:
     depth: int = 3
     ema_decay: float = 0.998
     unconditional_share: float = 0.1
-    sampling_steps: int = 8  # Heun steps: 15 network evaluations per sample
+    sampling_steps: int = 8  # DPM-Solver++(2M) steps: one network evaluation each
     validation_share: float = 0.1
     max_rows: int = 200_000
     progress: bool = True
@@ -104,6 +104,7 @@ class TrainedModel:
     config: TrainConfig
     metrics: dict = field(default_factory=dict)
     validation_rows: np.ndarray | None = None
+    predictor: PointPredictor | None = None
 
 
 def train(
@@ -137,7 +138,12 @@ def train(
 
     dim = latents.shape[1]
     denoiser = Precond(Denoiser(dim, config.width, config.depth))
-    diff_metrics = _fit_denoiser(denoiser, latents, data["mask"], fit_rows, val_rows, config, clock)
+    predictor = _PredictorFit(
+        PointPredictor(dim, num.shape[1], category_sizes, config.width, config.depth), data
+    )
+    diff_metrics = _fit_denoiser(
+        denoiser, predictor, latents, data["mask"], fit_rows, val_rows, config, clock
+    )
     clock.close()
     metrics = {
         "rows": int(rows),
@@ -147,7 +153,7 @@ def train(
     }
     # Tables under 10 rows have no held-out rows; the export check then uses training rows.
     check_rows = val_rows if len(val_rows) else fit_rows
-    return TrainedModel(vae, denoiser, mean, std, config, metrics, check_rows)
+    return TrainedModel(vae, denoiser, mean, std, config, metrics, check_rows, predictor.best())
 
 
 def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:
@@ -173,7 +179,12 @@ def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:
             break
     if best_state is not None:
         vae.load_state_dict(best_state)
-    return {"epochs": epoch, "validation_reconstruction": round(best, 5), **parts}
+    return {
+        "epochs": epoch,
+        "seconds": round(clock.elapsed(), 2),
+        "validation_reconstruction": round(best, 5),
+        **parts,
+    }
 
 
 def _vae_loss(vae, data, idx, kl_weight: float, sample: bool):
@@ -202,7 +213,9 @@ def _vae_loss(vae, data, idx, kl_weight: float, sample: bool):
     return loss, parts
 
 
-def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock) -> dict:
+def _fit_denoiser(
+    denoiser, predictor, latents, col_mask, fit_rows, val_rows, config, clock
+) -> dict:
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.learning_rate)
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     latent_dim = config.latent_dim
@@ -213,15 +226,16 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
     val_gen = torch.Generator().manual_seed(config.seed + 1)
     val_state = torch.random.get_rng_state()
     best, best_state, stale, epoch, steps, validated = math.inf, None, 0, 0, 0, 0
-    started = clock.elapsed()
+    started = best_at = clock.elapsed()
     for epoch in range(1, config.diffusion_epochs + 1):
         denoiser.train()
         # Cosine decay of the learning rate over whichever ends first, the budget or the epochs:
         # a budget-limited run gets the benefit of annealing instead of stopping at full rate.
         by_time = (clock.elapsed() - started) / max(config.max_seconds - started, 1e-9)
         progress = min(1.0, max(by_time, (epoch - 1) / config.diffusion_epochs))
+        rate = config.learning_rate * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
+            group["lr"] = rate
         for idx in _batches(fit_rows, config.batch_size, config.seed + 10_000 + epoch):
             cond, target = _condition_masks(col_mask[idx], config.unconditional_share)
             loss = denoising_loss(
@@ -231,7 +245,9 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
             loss.backward()
             optimizer.step()
             steps += 1
-            _ema_update(ema, denoiser, min(config.ema_decay, (1 + steps) / (10 + steps)))
+            decay = min(config.ema_decay, (1 + steps) / (10 + steps))
+            _ema_update(ema, denoiser, decay)
+            predictor.step(idx, latents[idx], cond, target, rate, decay)
         last_epoch = epoch == config.diffusion_epochs or clock.out_of_time()
         if steps - validated < VALIDATE_EVERY_STEPS and not last_epoch:
             continue
@@ -244,11 +260,13 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
             val = denoising_loss(
                 ema, latents[val_rows], _tokens(cond, latent_dim), _tokens(target, latent_dim)
             ).item()
+            predictor.validate(val_rows, latents[val_rows], cond, target)
         val_gen.manual_seed(config.seed + 1)
         torch.random.set_rng_state(train_state)
         clock.show("diffusion", epoch, val)
         if val < best - 1e-4:
             best, best_state, stale = val, copy.deepcopy(ema.state_dict()), 0
+            best_at = clock.elapsed()
         else:
             stale += 1
         if stale >= config.patience or clock.out_of_time():
@@ -262,9 +280,70 @@ def _fit_denoiser(denoiser, latents, col_mask, fit_rows, val_rows, config, clock
     return {
         "epochs": epoch,
         "steps": steps,
+        # The diffusion stage's own seconds, and when (since training began) it reached the
+        # best validation loss: time to convergence, where patience stopped it.
+        "seconds": round(clock.elapsed() - started, 2),
+        "best_at_seconds": round(best_at, 2),
         "validation_loss": round(best, 5),
         "stopped_by": stopped,
+        **predictor.metrics(),
     }
+
+
+class _PredictorFit:
+    """Trains the point predictor beside the denoiser, on the same batches and 'given' masks,
+    keeping the average of its weights (EMA) that scored best on the validation loss."""
+
+    def __init__(self, predictor: PointPredictor, data: dict):
+        self.predictor = predictor
+        self.num, self.cat = data["num"], data["cat"]
+        self.n_numeric = self.num.shape[1]
+        self.best_loss, self.best_state = math.inf, None
+        self.optimizer = torch.optim.AdamW(predictor.parameters())
+        self.ema = copy.deepcopy(predictor).requires_grad_(False)
+
+    def _loss(self, predictor, idx, latents, cond, target) -> torch.Tensor:
+        """Absolute error on the target numeric cells plus cross-entropy on the target
+        categorical cells, averaged over target cells."""
+        latent_dim = latents.shape[1] // cond.shape[1]
+        num, logits = predictor(latents, _tokens(cond, latent_dim))
+        total = (torch.abs(num - self.num[idx]) * target[:, : self.n_numeric]).sum()
+        if logits:
+            labels = self.cat[idx]
+            ce = torch.stack(
+                [
+                    F.cross_entropy(lg, labels[:, j], reduction="none")
+                    for j, lg in enumerate(logits)
+                ],
+                1,
+            )
+            total = total + (ce * target[:, self.n_numeric :]).sum()
+        return total / target.sum().clamp(min=1.0)
+
+    def step(self, idx, latents, cond, target, rate: float, decay: float) -> None:
+        self.predictor.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+        loss = self._loss(self.predictor, idx, latents, cond, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        _ema_update(self.ema, self.predictor, decay)
+
+    def validate(self, idx, latents, cond, target) -> None:
+        loss = self._loss(self.ema, idx, latents, cond, target).item()
+        if loss < self.best_loss:
+            self.best_loss, self.best_state = loss, copy.deepcopy(self.ema.state_dict())
+
+    def best(self) -> PointPredictor:
+        if self.best_state is not None:
+            self.ema.load_state_dict(self.best_state)
+        return self.ema.eval()
+
+    def metrics(self) -> dict:
+        if not math.isfinite(self.best_loss):
+            return {}
+        return {"predictor_validation_loss": round(self.best_loss, 5)}
 
 
 def _condition_masks(col_mask: torch.Tensor, unconditional_share: float, generator=None):

@@ -1,0 +1,386 @@
+"""Speed of imputation and synthesis against the machine's limit and against the peers, in one run.
+
+For each table shape (california: 9 columns, adult: 15 columns with real NULLs) it trains one
+model on the dataset with ``--null-share`` of its cells NULL, then at every size in ``--sizes``
+(the dataset repeated, same NULL share) measures rows/s and peak RSS of
+
+- impute and synthesize through SQL (``impute_latent_diffusion`` / ``synthesize_rows``, the
+  result drained as Arrow record batches),
+- the same through the Python API (``impute_batches`` / ``synthesize_batches``),
+- the bare ONNX graph on the same rows (inputs prepared beforehand, only ``session.run`` timed):
+  the ceiling the two doors are measured against;
+
+each in a fresh process that reads its own high-water mark (VmHWM). Beside them: the graphs'
+FLOPs per row (counted from the ONNX graph), the model arithmetic's FLOP/s as a share of the
+machine's peak (a large float32 matmul, numpy's and onnxruntime's, best of both, measured in the
+same run), training seconds per epoch and to the best validation loss, and scikit-learn's
+IterativeImputer, MissForest and SDV's GaussianCopula and CTGAN on the same rows.
+
+Run from the repository root (peers' environments as in quality.py):
+
+    .venv/bin/python benchmarks/speed.py [--sizes 10000,100000,1000000,10000000]
+        [--shapes california,adult] [--train-seconds 120] [--peer-timeout 300] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper, shape_inference
+
+import duckdb_diffusion as ddf
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality import Environments, run_peer  # noqa: E402  (the peers' environments, shared)
+
+SHAPES = ("california", "adult")
+PEER_IMPUTERS = {"mice": None, "missforest_rf": None}
+PEER_SYNTHESIZERS = {"gaussiancopula": "sdv", "ctgan": "sdv"}
+LABELS = {
+    "mice": "IterativeImputer (MICE), fit + transform",
+    "missforest_rf": "MissForest (random forests), fit + transform",
+    "gaussiancopula": "SDV GaussianCopula, fit + sample",
+    "ctgan": "SDV CTGAN (30 epochs), fit + sample",
+}
+
+# One measurement, in its own process: rows/s of one door and that process's peak memory.
+MEASURE = """
+    import json, time, duckdb, numpy as np, duckdb_diffusion as ddf
+    from duckdb_diffusion.runtime import BLOCK_ROWS
+
+    def peak_mb():
+        with open("/proc/self/status") as status:
+            return int(next(l for l in status if l.startswith("VmHWM")).split()[1]) / 1024
+
+    con = duckdb.connect({path!r}, read_only=True)
+    ddf.install(con)
+    table, model_name, task, door, rows = {table!r}, {model!r}, {task!r}, {door!r}, {rows}
+    timed = 0.0
+    graph_rows = rows
+    began = time.perf_counter()
+    if door == "sql" and task == "impute":
+        reader = con.execute(
+            f"SELECT * FROM impute_latent_diffusion('{{table}}', model := '{{model_name}}')"
+        ).fetch_record_batch(100_000)
+        count = sum(b.num_rows for b in reader)
+    elif door == "sql":
+        reader = con.execute(
+            f"SELECT * FROM synthesize_rows('{{model_name}}', {{rows}})"
+        ).fetch_record_batch(100_000)
+        count = sum(b.num_rows for b in reader)
+    elif door == "python" and task == "impute":
+        count = sum(b.num_rows for b in ddf.impute_batches(con, table, model=model_name))
+    elif door == "python":
+        count = sum(b.num_rows for b in ddf.synthesize_batches(con, model_name, rows))
+    else:  # the bare graph: inputs made beforehand, only session.run is timed
+        model = ddf.load_model(con, model_name)
+        session = model.session(task)
+        names = model.encoder.modelled_names
+        count, graph_rows = 0, 0
+        if task == "impute":
+            batches = con.execute(f"SELECT * FROM {{table}}").fetch_record_batch(2048)
+        else:
+            batches = (rows - s for s in range(rows, 0, -2048))
+        for batch in batches:
+            if task == "impute":
+                encoded = model.encoder.encode(batch)
+                need = np.flatnonzero(encoded.mask.min(axis=1) < 1)
+                feeds = {{
+                    "num": encoded.num[need], "cat": encoded.cat[need],
+                    "mask": encoded.mask[need],
+                    "noise": np.zeros((len(need), model.width), np.float32),
+                }}
+                count += batch.num_rows
+            else:
+                n = min(2048, batch)
+                feeds = {{"noise": np.random.default_rng(count).standard_normal(
+                    (n, model.width), dtype=np.float32)}}
+                count += n
+            size = len(feeds["noise"])
+            graph_rows += size
+            for start in range(0, size, BLOCK_ROWS):
+                part = {{k: v[start:start + BLOCK_ROWS] for k, v in feeds.items()}}
+                if len(part["noise"]) < BLOCK_ROWS:
+                    part = {{k: np.concatenate([v, np.zeros((BLOCK_ROWS - len(v), *v.shape[1:]),
+                            v.dtype)]) for k, v in part.items()}}
+                tick = time.perf_counter()
+                session.run(["num_out", "cat_out"], part)
+                timed += time.perf_counter() - tick
+    seconds = timed if door == "graph" else time.perf_counter() - began
+    print(json.dumps({{"rows": count, "graph_rows": graph_rows, "seconds": seconds,
+                      "peak_mb": peak_mb()}}))
+    con.close()
+"""
+
+
+# -- the machine's limit ------------------------------------------------------------------
+def peak_flops(n: int = 2048, repeats: int = 5) -> dict:
+    """Best float32 matmul FLOP/s of numpy (BLAS) and of onnxruntime (MLAS) on all cores."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    best = {}
+    np.matmul(a, a)
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        np.matmul(a, a)
+        times.append(time.perf_counter() - tick)
+    best["numpy"] = 2 * n**3 / min(times)
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, n])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, n])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "matmul",
+        [x],
+        [y],
+        [numpy_helper.from_array(a, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session.run(None, {"x": a})
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        session.run(None, {"x": a})
+        times.append(time.perf_counter() - tick)
+    best["onnxruntime"] = 2 * n**3 / min(times)
+    return best
+
+
+def graph_flops(graph: bytes) -> float:
+    """Floating-point operations per row of an ONNX graph: 2 per multiply-add of every MatMul,
+    Gemm and Einsum (the arithmetic that matters here; element-wise ops are left out), from
+    shapes inferred with the batch dimension set to 1."""
+    model = onnx.load_from_string(graph)
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.Clear()
+                dim.dim_value = 1
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0.0
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if not a or not out or None in a or None in out:
+                raise ValueError(f"no shape for {node.op_type} {node.name}")
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            inner = a[-2] if trans_a else a[-1]
+            total += 2.0 * float(np.prod(out)) * inner
+        elif node.op_type == "Einsum":
+            equation = helper.get_attribute_value(node.attribute[0]).decode()
+            sizes = {}
+            for operand, name in zip(equation.split("->")[0].split(","), node.input, strict=True):
+                for letter, size in zip(operand.strip(), shapes[name], strict=True):
+                    sizes[letter] = size
+            total += 2.0 * float(np.prod(list(sizes.values())))
+    return total
+
+
+# -- data ---------------------------------------------------------------------------------
+def build(path: Path, shape: str, sizes: list[int], null_share: float, settings: dict) -> dict:
+    """The dataset with ``null_share`` of its cells NULL, a model trained on it, and the
+    dataset repeated to every size (same NULL share: each repeat gets its own NULL cells)."""
+    con = ddf.connect(str(path))
+    con.execute(
+        f"CREATE TABLE {shape}_base AS SELECT row_number() OVER () - 1 AS __j, * "
+        f"FROM read_parquet(?)",
+        [str(DATA / f"{shape}.parquet")],
+    )
+    columns = [c for c in con.table(f"{shape}_base").columns if c != "__j"]
+    base_rows = con.execute(f"SELECT count(*) FROM {shape}_base").fetchall()[0][0]
+    nulls = ", ".join(
+        f'CASE WHEN hash(i, {k}) % 1000 < {int(null_share * 1000)} THEN NULL ELSE "{c}" END '
+        f'AS "{c}"'
+        for k, c in enumerate(columns)
+    )
+    for size in sizes:
+        con.execute(
+            f"""CREATE TABLE {shape}_{size} AS SELECT {nulls}
+                FROM (SELECT range AS i FROM range({size})) r
+                JOIN {shape}_base c ON r.i % {base_rows} = c.__j ORDER BY i"""
+        )
+    train_table = f"{shape}_{max(s for s in sizes if s <= max(base_rows, min(sizes)))}"
+    summary = ddf.train(con, train_table, shape, progress=False, **settings)
+    incomplete = {
+        size: con.execute(
+            f"SELECT count(*) FROM {shape}_{size} WHERE "
+            + " OR ".join(f'"{c}" IS NULL' for c in columns)
+        ).fetchall()[0][0]
+        for size in sizes
+    }
+    model = ddf.load_model(con, shape)
+    flops = {g: graph_flops(model.artifact.graphs[g]) for g in ("impute", "synthesize")}
+    con.close()
+    return {
+        "columns": len(columns),
+        "trained_on": train_table,
+        "summary": summary,
+        "incomplete": incomplete,
+        "flops": flops,
+    }
+
+
+def measure(path: Path, shape: str, size: int, task: str, door: str) -> dict:
+    code = MEASURE.format(
+        path=str(path), table=f"{shape}_{size}", model=shape, task=task, door=door, rows=size
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{shape} {size} {task} {door} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- peers --------------------------------------------------------------------------------
+def peer_runs(
+    path: Path, shape: str, sizes: list[int], envs: Environments, timeout: float, work: Path
+):
+    """Each peer at growing sizes until one does not finish within ``timeout``."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    base = con.table(f"{shape}_base")
+    categorical = [c for c, t in zip(base.columns, base.types, strict=True) if str(t) == "VARCHAR"]
+    out = []
+    for method, env in {**PEER_IMPUTERS, **PEER_SYNTHESIZERS}.items():
+        for size in sizes:
+            table = work / "train.parquet"
+            con.execute(f"COPY {shape}_{size} TO '{table}' (FORMAT parquet)")
+            python = envs.python(env)
+            if python is None:
+                out.append({"method": method, "rows": size, "error": "environment failed"})
+                break
+            if method in PEER_IMPUTERS:
+                con.execute(f"COPY (FROM {shape}_{size} LIMIT 1) TO '{work / 't.parquet'}'")
+                args = ["impute", method, "--train", str(table), "--test", str(work / "t.parquet")]
+                args += ["--out-train", str(work / "o.parquet")]
+                args += ["--out-test", str(work / "p.parquet")]
+            else:
+                args = ["synthesize", method, "--train", str(table), "--rows", str(size)]
+                args += ["--out", str(work / "o.parquet"), "--epochs", "30"]
+            args += ["--categorical", ",".join(categorical)]
+            try:
+                timing = run_peer(python, args, work, timeout)
+            except RuntimeError as error:
+                out.append({"method": method, "rows": size, "error": str(error)[:200]})
+                print(f"  {shape} {method} {size:,}: {error}", flush=True)
+                break
+            seconds = timing.get("s", timing.get("fit_s", 0) + timing.get("sample_s", 0))
+            out.append({"method": method, "rows": size, "seconds": seconds, **timing})
+            print(f"  {shape} {method} {size:,}: {seconds:.1f} s", flush=True)
+    con.close()
+    return out
+
+
+# -- report -------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--null-share", type=float, default=0.2)
+    parser.add_argument("--train-seconds", type=float, default=120.0)
+    parser.add_argument("--settings", default="{}", help="extra training settings, JSON")
+    parser.add_argument("--doors", default="sql,python,graph")
+    parser.add_argument("--peer-timeout", type=float, default=300.0)
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--venvs", default=str(ROOT / "benchmarks" / ".venvs"))
+    parser.add_argument("--quick", action="store_true", help="10k and 100k rows, 30 s training")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.train_seconds, args.peer_timeout = "10000,100000", 30.0, 60.0
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    settings = {"max_seconds": args.train_seconds, **json.loads(args.settings)}
+    began = time.perf_counter()
+
+    peak = peak_flops()
+    limit = max(peak.values())
+    print(
+        f"peak float32 matmul (2048³): numpy {peak['numpy'] / 1e9:.1f} GFLOP/s, "
+        f"onnxruntime {peak['onnxruntime'] / 1e9:.1f} GFLOP/s; onnxruntime "
+        f"{ort.__version__}, {ort.get_device()}\n",
+        flush=True,
+    )
+    envs = Environments(Path(args.venvs))
+    with tempfile.TemporaryDirectory() as folder:
+        for shape in args.shapes.split(","):
+            path = Path(folder) / f"{shape}.duckdb"
+            info = build(path, shape, sizes, args.null_share, settings)
+            report_training(shape, info)
+            print(
+                "| task | rows | rows with a NULL | door | rows/s | seconds | peak RSS MB | "
+                "model GFLOP/s | share of peak |"
+            )
+            print("|---|---|---|---|---|---|---|---|---|")
+            for size in sizes:
+                for task in ("impute", "synthesize"):
+                    for door in args.doors.split(","):
+                        result = measure(path, shape, size, task, door)
+                        rate = result["rows"] / result["seconds"]
+                        flop_rate = info["flops"][task] * result["graph_rows"] / result["seconds"]
+                        needing = info["incomplete"][size] if task == "impute" else size
+                        print(
+                            f"| {task} | {size:,} | {needing:,} | {door} | {rate:,.0f} | "
+                            f"{result['seconds']:.2f} | {result['peak_mb']:,.0f} | "
+                            f"{flop_rate / 1e9:.1f} | {flop_rate / limit:.0%} |",
+                            flush=True,
+                        )
+            if not args.skip_peers:
+                print(f"\npeers on {shape} (same rows, same NULLs):", flush=True)
+                work = Path(folder) / "peers"
+                work.mkdir(exist_ok=True)
+                rows = peer_runs(path, shape, sizes, envs, args.peer_timeout, work)
+                print("\n| peer | rows | seconds | rows/s |\n|---|---|---|---|")
+                for row in rows:
+                    if "error" in row:
+                        print(f"| {LABELS[row['method']]} | {row['rows']:,} | {row['error']} | – |")
+                    else:
+                        rate = row["rows"] / row["seconds"]
+                        print(
+                            f"| {LABELS[row['method']]} | {row['rows']:,} | "
+                            f"{row['seconds']:.1f} | {rate:,.0f} |"
+                        )
+            print(flush=True)
+            path.unlink()
+    print(f"{time.perf_counter() - began:.0f} s in all")
+
+
+def report_training(shape: str, info: dict) -> None:
+    metrics = info["summary"]["metrics"]
+    diffusion, vae = metrics["diffusion"], metrics["vae"]
+    print(
+        f"## {shape}: {info['columns']} columns; model trained on {info['trained_on']} "
+        f"({metrics['rows']:,} rows) in {metrics['training_seconds']:.0f} s: VAE "
+        f"{vae['epochs']} epochs, {vae.get('seconds', 0) / max(vae['epochs'], 1):.2f} s/epoch; "
+        f"diffusion {diffusion['epochs']} epochs, "
+        f"{diffusion.get('seconds', 0) / max(diffusion['epochs'], 1):.2f} s/epoch, best "
+        f"validation at {diffusion.get('best_at_seconds', float('nan')):.0f} s, stopped by "
+        f"{diffusion['stopped_by']}"
+    )
+    print(
+        f"FLOPs per row (MatMul/Gemm/Einsum): impute {info['flops']['impute'] / 1e6:.2f} M, "
+        f"synthesize {info['flops']['synthesize'] / 1e6:.2f} M\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
