@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 import duckdb_diffusion as ddf
 
@@ -71,14 +71,14 @@ MEASURE = """
     graph_rows = rows
     began = time.perf_counter()
     if door == "sql" and task == "impute":
-        reader = con.execute(
+        reader = con.sql(
             f"SELECT * FROM impute_latent_diffusion('{{table}}', model := '{{model_name}}')"
-        ).fetch_record_batch(100_000)
+        ).to_arrow_reader(100_000)
         count = sum(b.num_rows for b in reader)
     elif door == "sql":
-        reader = con.execute(
+        reader = con.sql(
             f"SELECT * FROM synthesize_rows('{{model_name}}', {{rows}})"
-        ).fetch_record_batch(100_000)
+        ).to_arrow_reader(100_000)
         count = sum(b.num_rows for b in reader)
     elif door == "python" and task == "impute":
         count = sum(b.num_rows for b in ddf.impute_batches(con, table, model=model_name))
@@ -87,10 +87,10 @@ MEASURE = """
     else:  # the bare graph: inputs made beforehand, only session.run is timed
         model = ddf.load_model(con, model_name)
         session = model.session(task)
-        names = model.encoder.modelled_names
+        wanted = {{i.name for i in session.get_inputs()}}
         count, graph_rows = 0, 0
         if task == "impute":
-            batches = con.execute(f"SELECT * FROM {{table}}").fetch_record_batch(2048)
+            batches = con.sql(f"SELECT * FROM {{table}}").to_arrow_reader(2048)
         else:
             batches = (rows - s for s in range(rows, 0, -2048))
         for batch in batches:
@@ -105,15 +105,21 @@ MEASURE = """
                 count += batch.num_rows
             else:
                 n = min(2048, batch)
-                feeds = {{"noise": np.random.default_rng(count).standard_normal(
-                    (n, model.width), dtype=np.float32)}}
+                feeds = {{
+                    "num": np.zeros((n, len(model.encoder.numeric)), np.float32),
+                    "cat": np.zeros((n, len(model.encoder.vocabularies)), np.int64),
+                    "mask": np.zeros((n, len(model.encoder.modelled_names)), np.float32),
+                    "noise": np.random.default_rng(count).standard_normal(
+                        (n, model.width), dtype=np.float32),
+                }}
                 count += n
-            size = len(feeds["noise"])
+            size = len(feeds["mask"])
             graph_rows += size
-            for start in range(0, size, BLOCK_ROWS):
-                part = {{k: v[start:start + BLOCK_ROWS] for k, v in feeds.items()}}
-                if len(part["noise"]) < BLOCK_ROWS:
-                    part = {{k: np.concatenate([v, np.zeros((BLOCK_ROWS - len(v), *v.shape[1:]),
+            block = BLOCK_ROWS[task]
+            for start in range(0, size, block):
+                part = {{k: v[start:start + block] for k, v in feeds.items() if k in wanted}}
+                if len(part["mask"]) < block:
+                    part = {{k: np.concatenate([v, np.zeros((block - len(v), *v.shape[1:]),
                             v.dtype)]) for k, v in part.items()}}
                 tick = time.perf_counter()
                 session.run(["num_out", "cat_out"], part)
@@ -160,37 +166,47 @@ def peak_flops(n: int = 2048, repeats: int = 5) -> dict:
 
 def graph_flops(graph: bytes) -> float:
     """Floating-point operations per row of an ONNX graph: 2 per multiply-add of every MatMul,
-    Gemm and Einsum (the arithmetic that matters here; element-wise ops are left out), from
-    shapes inferred with the batch dimension set to 1."""
+    Gemm and Einsum (the arithmetic that matters here; element-wise ops are left out). Shapes
+    are read by running the graph on one row with every such node's operands as outputs (the
+    sampler's reshapes defeat static shape inference); nodes onnxruntime constant-folds away
+    (those fed by constants only) are not counted, as they never run per row."""
     model = onnx.load_from_string(graph)
-    for value in model.graph.input:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param:
-                dim.Clear()
-                dim.dim_value = 1
-    model = shape_inference.infer_shapes(model, data_prop=True)
-    shapes = {}
-    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    total = 0.0
+    constant = {i.name for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
-            if not a or not out or None in a or None in out:
-                raise ValueError(f"no shape for {node.op_type} {node.name}")
-            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            inner = a[-2] if trans_a else a[-1]
-            total += 2.0 * float(np.prod(out)) * inner
-        elif node.op_type == "Einsum":
+        if node.op_type == "Constant" or (node.input and all(n in constant for n in node.input)):
+            constant.update(node.output)
+    wanted = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm", "Einsum") and not all(i in constant for i in n.input)
+    ]
+    names = {name for n in wanted for name in (*n.input, *n.output)} - constant
+    known = {o.name for o in model.graph.output}
+    model.graph.output.extend(
+        helper.make_empty_tensor_value_info(name) for name in sorted(names - known)
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for value in session.get_inputs():
+        shape = [1 if not isinstance(d, int) else d for d in value.shape]
+        dtype = np.int64 if "int64" in value.type else np.float32
+        feeds[value.name] = np.zeros(shape, dtype=dtype)
+    outputs = [o.name for o in session.get_outputs()]
+    shapes = dict(zip(outputs, (a.shape for a in session.run(outputs, feeds)), strict=True))
+    shapes.update({i.name: tuple(i.dims) for i in model.graph.initializer})
+    total = 0.0
+    for node in wanted:
+        out = shapes[node.output[0]]
+        if node.op_type == "Einsum":
             equation = helper.get_attribute_value(node.attribute[0]).decode()
             sizes = {}
             for operand, name in zip(equation.split("->")[0].split(","), node.input, strict=True):
-                for letter, size in zip(operand.strip(), shapes[name], strict=True):
-                    sizes[letter] = size
+                sizes.update(zip(operand.strip(), shapes[name], strict=True))
             total += 2.0 * float(np.prod(list(sizes.values())))
+        else:
+            a = shapes[node.input[0]]
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            total += 2.0 * float(np.prod(out)) * (a[-2] if trans_a else a[-1])
     return total
 
 
@@ -211,13 +227,13 @@ def build(path: Path, shape: str, sizes: list[int], null_share: float, settings:
         f'AS "{c}"'
         for k, c in enumerate(columns)
     )
-    for size in sizes:
+    for size in [base_rows, *sizes]:
         con.execute(
-            f"""CREATE TABLE {shape}_{size} AS SELECT {nulls}
+            f"""CREATE OR REPLACE TABLE {shape}_{size} AS SELECT {nulls}
                 FROM (SELECT range AS i FROM range({size})) r
                 JOIN {shape}_base c ON r.i % {base_rows} = c.__j ORDER BY i"""
         )
-    train_table = f"{shape}_{max(s for s in sizes if s <= max(base_rows, min(sizes)))}"
+    train_table = f"{shape}_{base_rows}"
     summary = ddf.train(con, train_table, shape, progress=False, **settings)
     incomplete = {
         size: con.execute(

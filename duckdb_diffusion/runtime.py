@@ -28,15 +28,19 @@ from .schema import PASSTHROUGH, ColumnSpec
 
 log = logging.getLogger("duckdb_diffusion")
 
-# 0 draws: no random sample but the posterior centre, the sampler's ODE run from the noise
-# distribution's mean. On california (240 s model, 30% MCAR) it scored MAE 0.293 against 0.335
-# for the mean of 10 random draws (3 masks), at a tenth of the network evaluations.
+# 0 draws: no random sample but each cell's point estimate from the point predictor (the
+# median of a numeric cell's posterior, the mode of a categorical one), in one network
+# evaluation. At 30% MCAR on 5,000 rows it beat the sampler's posterior centre on all three
+# datasets (california MAE 0.304 vs 0.306, adult 0.454 vs 0.456, default 0.245 vs 0.250;
+# accuracy 0.806 vs 0.742, 0.746 vs 0.699, 0.768 vs 0.745) at a fifteenth of the arithmetic.
 DEFAULT_DRAWS = 0
-# Rows per onnxruntime call, always exactly this many (the last block is zero-padded).
-# onnxruntime's kernels round differently for different batch sizes (last-bit differences
-# measured between 1, 97 and 700 rows), so a fixed block is what makes a row's output
-# independent of how its table was split into batches.
-BLOCK_ROWS = 256
+# Rows per onnxruntime call, always exactly this many per graph (the last block is
+# zero-padded). onnxruntime's kernels round differently for different batch sizes (last-bit
+# differences measured between 1, 97 and 700 rows), so a fixed block is what makes a row's
+# output independent of how its table was split into batches. The sampler runs 20% faster in
+# blocks of 1,024 than of 256 (adult, 2 cores); the point graph keeps small blocks, as a
+# batch may have only a few rows with a NULL and padding would be wasted work.
+BLOCK_ROWS = {"impute": 256, "synthesize": 1024}
 
 
 def preferred_providers() -> list[str]:
@@ -105,11 +109,12 @@ class Model:
         session = self.session(graph)
         wanted = [i.name for i in session.get_inputs()]
         rows = next(iter(feeds.values())).shape[0]
-        padded = -rows % BLOCK_ROWS
+        block = BLOCK_ROWS[graph]
+        padded = -rows % block
         inputs = {k: _pad(feeds[k], padded) for k in wanted}
         nums, cats = [], []
-        for start in range(0, rows + padded, BLOCK_ROWS):
-            part = {k: v[start : start + BLOCK_ROWS] for k, v in inputs.items()}
+        for start in range(0, rows + padded, block):
+            part = {k: v[start : start + block] for k, v in inputs.items()}
             num, cat = session.run(["num_out", "cat_out"], part)
             nums.append(num)
             cats.append(cat)

@@ -1,4 +1,5 @@
-"""The two networks: a per-column VAE that gives every cell a latent token, and the denoiser.
+"""The networks: a per-column VAE that gives every cell a latent token, the denoiser, and the
+point predictor.
 
 Column VAE. Each modelled column has its own small encoder (a number or a category -> the mean
 and log-variance of a ``latent_dim`` token) and its own decoder (token -> number or logits).
@@ -8,6 +9,9 @@ All dependence between columns is left to the diffusion model.
 
 Denoiser. An MLP over the flattened tokens of a row that also sees which tokens are given
 (the observation mask) and the noise level, as in TabSyn; EDM preconditioning wraps it (edm.py).
+
+Point predictor. An MLP of the same shape over the given tokens and mask alone, giving each
+cell's median (numeric) and level probabilities (categorical): the default imputation.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Both stages see observed cells only: the VAE's losses are masked by the observation mask, and
 the denoiser learns to produce a random subset of each row's observed tokens from the rest
-(plus, for some rows, from nothing at all), so one network serves imputation and synthesis.
+(plus, for some rows, from nothing at all), so one network serves random imputation and
+synthesis. The point predictor trains beside it on the same batches and masks.
 
 Training stops at whichever comes first: the epoch cap, early stopping on a validation split, or
 the time budget. Results are bit-reproducible for a seed when the clock is not what stopped it.
@@ -41,7 +42,12 @@ class TrainConfig:
     latent_dim: int = 2
     vae_hidden: int = 64
     kl_weight: float = 0.005
-    width: int = 256
+    # The denoiser runs sampling_steps times per synthetic row, the predictor once per imputed
+    # row: a narrower denoiser buys synthesis speed where quality held (width 160 vs 256 on
+    # california and adult: column shape 0.045 vs 0.044, 0.071 vs 0.073), while the predictor,
+    # which sets imputation error, keeps its width.
+    width: int = 160
+    predictor_width: int = 256
     depth: int = 3
     ema_decay: float = 0.998
     unconditional_share: float = 0.1
@@ -86,6 +92,7 @@ _LIMITS = {
     "vae_hidden": (1, 8192),
     "kl_weight": (0.0, 100.0),
     "width": (1, 16384),
+    "predictor_width": (1, 16384),
     "depth": (0, 64),
     "ema_decay": (0.0, 0.999999),
     "unconditional_share": (0.0, 1.0),
@@ -139,7 +146,8 @@ def train(
     dim = latents.shape[1]
     denoiser = Precond(Denoiser(dim, config.width, config.depth))
     predictor = _PredictorFit(
-        PointPredictor(dim, num.shape[1], category_sizes, config.width, config.depth), data
+        PointPredictor(dim, num.shape[1], category_sizes, config.predictor_width, config.depth),
+        data,
     )
     diff_metrics = _fit_denoiser(
         denoiser, predictor, latents, data["mask"], fit_rows, val_rows, config, clock
