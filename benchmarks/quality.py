@@ -197,7 +197,13 @@ def impute_with(method, sides, numeric, categorical, config, envs, work) -> dict
             con.register("arrow_view", table)
             con.execute(f"CREATE TABLE {side} AS SELECT * FROM arrow_view")
             con.unregister("arrow_view")
-        ddf.train(con, "train_rows", max_seconds=config["train_seconds"], progress=False)
+        ddf.train(
+            con,
+            "train_rows",
+            max_seconds=config["train_seconds"],
+            progress=False,
+            **config["settings"],
+        )
         out = {
             "in-sample": ddf.impute(con, "train_rows").to_arrow_table(),
             "held-out": ddf.impute(con, "test_rows", model="train_rows").to_arrow_table(),
@@ -246,7 +252,7 @@ def synthesis_runs(dataset: str, truth: pa.Table, config: dict, envs, results, w
     rows = config["synth_rows"] or train.num_rows
     pq.write_table(train, work / "real_train.parquet")
     key = {"task": "synthesize", "dataset": dataset}
-    for method in [*SYNTHESIZERS, OURS]:
+    for method in [m for m in [*SYNTHESIZERS, OURS] if m not in config["skip"]]:
         if results.has({**key, "method": method}):
             continue
         try:
@@ -284,7 +290,13 @@ def synthesize_with(method, train, rows, categorical, config, envs, work):
         con.register("arrow_view", train)
         con.execute("CREATE TABLE real_rows AS SELECT * FROM arrow_view")
         start = time.perf_counter()
-        ddf.train(con, "real_rows", max_seconds=config["train_seconds"], progress=False)
+        ddf.train(
+            con,
+            "real_rows",
+            max_seconds=config["train_seconds"],
+            progress=False,
+            **config["settings"],
+        )
         fitted = time.perf_counter() - start
         start = time.perf_counter()
         synthetic = ddf.synthesize(con, "real_rows", rows, seed=0).to_arrow_table()
@@ -457,6 +469,9 @@ def main() -> None:
     parser.add_argument("--mechanisms", help="comma-separated, of mcar,mar,mnar")
     parser.add_argument("--train-seconds", type=float, help="our training budget per model")
     parser.add_argument("--epochs", type=int, help="CTGAN/TVAE epochs")
+    parser.add_argument(
+        "--settings", default="{}", help="our other training settings, JSON: '{\"width\": 256}'"
+    )
     parser.add_argument("--skip", help="comma-separated peers to leave out, e.g. hyperimpute")
     parser.add_argument("--peer-timeout", type=float, help="seconds before a peer is given up")
     parser.add_argument("--venvs", type=Path, default=ROOT / "benchmarks" / ".venvs")
@@ -471,6 +486,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = settings(args.quick)
+    config["settings"] = json.loads(args.settings)
     for name in ("rows", "masks", "train_seconds", "epochs", "peer_timeout"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)

@@ -316,8 +316,12 @@ def main() -> None:
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--settings", default="{}", help="extra training settings, JSON")
     parser.add_argument("--doors", default="sql,python,graph")
+    parser.add_argument("--tasks", default="impute,synthesize")
     parser.add_argument("--peer-timeout", type=float, default=300.0)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each measurement; the fastest is shown"
+    )
     parser.add_argument("--venvs", default=str(ROOT / "benchmarks" / ".venvs"))
     parser.add_argument("--quick", action="store_true", help="10k and 100k rows, 30 s training")
     args = parser.parse_args()
@@ -347,9 +351,10 @@ def main() -> None:
             )
             print("|---|---|---|---|---|---|---|---|---|")
             for size in sizes:
-                for task in ("impute", "synthesize"):
+                for task in args.tasks.split(","):
                     for door in args.doors.split(","):
-                        result = measure(path, shape, size, task, door)
+                        runs = [measure(path, shape, size, task, door) for _ in range(args.repeat)]
+                        result = min(runs, key=lambda r: r["seconds"])
                         rate = result["rows"] / result["seconds"]
                         flop_rate = info["flops"][task] * result["graph_rows"] / result["seconds"]
                         needing = info["incomplete"][size] if task == "impute" else size

@@ -148,6 +148,7 @@ def train(
     predictor = _PredictorFit(
         PointPredictor(dim, num.shape[1], category_sizes, config.predictor_width, config.depth),
         data,
+        max(1, config.patience // 2),
     )
     diff_metrics = _fit_denoiser(
         denoiser, predictor, latents, data["mask"], fit_rows, val_rows, config, clock
@@ -302,11 +303,15 @@ class _PredictorFit:
     """Trains the point predictor beside the denoiser, on the same batches and 'given' masks,
     keeping the average of its weights (EMA) that scored best on the validation loss."""
 
-    def __init__(self, predictor: PointPredictor, data: dict):
+    def __init__(self, predictor: PointPredictor, data: dict, patience: int):
         self.predictor = predictor
         self.num, self.cat = data["num"], data["cat"]
         self.n_numeric = self.num.shape[1]
         self.best_loss, self.best_state = math.inf, None
+        # A supervised head converges long before the denoiser: once it stops improving it
+        # stops training, and the rest of the budget goes to the denoiser (synthesis quality).
+        self.patience, self.stale, self.stopped_at_step = patience, 0, None
+        self.steps = 0
         self.optimizer = torch.optim.AdamW(predictor.parameters())
         self.ema = copy.deepcopy(predictor).requires_grad_(False)
 
@@ -329,6 +334,9 @@ class _PredictorFit:
         return total / target.sum().clamp(min=1.0)
 
     def step(self, idx, latents, cond, target, rate: float, decay: float) -> None:
+        if self.stopped_at_step is not None:
+            return
+        self.steps += 1
         self.predictor.train()
         for group in self.optimizer.param_groups:
             group["lr"] = rate
@@ -339,9 +347,16 @@ class _PredictorFit:
         _ema_update(self.ema, self.predictor, decay)
 
     def validate(self, idx, latents, cond, target) -> None:
+        if self.stopped_at_step is not None:
+            return
         loss = self._loss(self.ema, idx, latents, cond, target).item()
-        if loss < self.best_loss:
+        if loss < self.best_loss - 1e-4:
             self.best_loss, self.best_state = loss, copy.deepcopy(self.ema.state_dict())
+            self.stale = 0
+        else:
+            self.stale += 1
+            if self.stale >= self.patience:
+                self.stopped_at_step = self.steps
 
     def best(self) -> PointPredictor:
         if self.best_state is not None:
@@ -351,7 +366,10 @@ class _PredictorFit:
     def metrics(self) -> dict:
         if not math.isfinite(self.best_loss):
             return {}
-        return {"predictor_validation_loss": round(self.best_loss, 5)}
+        return {
+            "predictor_validation_loss": round(self.best_loss, 5),
+            "predictor_steps": self.steps,
+        }
 
 
 def _condition_masks(col_mask: torch.Tensor, unconditional_share: float, generator=None):
