@@ -6,11 +6,13 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 import duckdb_diffusion as ddf
 from duckdb_diffusion.artifact import Artifact
 from duckdb_diffusion.registry import DatabaseRegistry
+from duckdb_diffusion.runtime import Model
 
 
 def test_point_graph_takes_no_noise_and_sampler_takes_a_mask(housing):
@@ -110,3 +112,21 @@ def test_models_stored_before_the_point_predictor_still_impute_and_synthesize(tm
     synthetic = con.sql("SELECT * FROM synthesize_rows('housing_old', 300)").to_arrow_table()
     assert synthetic.num_rows == 300 and synthetic.schema == original.schema
     con.close()
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_that_cannot_load_falls_back_to_cpu_and_says_so(housing, monkeypatch, caplog):
+    """onnxruntime-gpu lists CUDA even where it cannot load (no driver, no GPU): the runtime
+    asks for it first, reads back what the session runs, warns, and imputes on the CPU."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    model = Model(ddf.load_model(housing, "housing").artifact)
+    with caplog.at_level("WARNING", logger="duckdb_diffusion"):
+        assert model.provider == "CPUExecutionProvider"
+    assert any("CUDAExecutionProvider unusable" in r.getMessage() for r in caplog.records)
+    batch = housing.sql("SELECT * FROM housing LIMIT 300").to_arrow_table().to_batches()[0]
+    filled = model.impute_batch(batch)
+    assert filled.column("total_bedrooms").null_count == 0
