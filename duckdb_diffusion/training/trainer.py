@@ -313,7 +313,7 @@ class _PredictorFit:
         self.patience, self.stale, self.stopped_at_step = patience, 0, None
         self.steps = 0
         self.optimizer = torch.optim.AdamW(predictor.parameters())
-        self.ema = copy.deepcopy(predictor).requires_grad_(False)
+        self.ema = copy.deepcopy(predictor).requires_grad_(False).eval()
 
     def _loss(self, predictor, idx, latents, cond, target) -> torch.Tensor:
         """Absolute error on the target numeric cells plus cross-entropy on the target
