@@ -88,18 +88,15 @@ class Model:
                 log.info("model %r: %s graph runs on %s", self.name, graph, running)
             return self._sessions[graph]
 
+    def _inputs(self, graph: str) -> list[str]:
+        return [i.name for i in self.session(graph).get_inputs()]
+
     @property
     def _sampler_graph(self) -> str:
         """The graph that draws from the posterior given a row's mask: ``synthesize`` (it
         takes a mask since the point predictor came); models stored before it sample in
         ``impute``."""
-        inputs = {i.name for i in self.session("synthesize").get_inputs()}
-        return "synthesize" if "mask" in inputs else "impute"
-
-    def _zeros(self, rows: int) -> np.ndarray:
-        """The noise distribution's mean: what ``impute`` graphs stored before the point
-        predictor take to return the posterior centre (newer ones take no noise)."""
-        return np.zeros((rows, self.width), dtype=np.float32)
+        return "synthesize" if "mask" in self._inputs("synthesize") else "impute"
 
     @property
     def provider(self) -> str:
@@ -107,7 +104,7 @@ class Model:
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         session = self.session(graph)
-        wanted = [i.name for i in session.get_inputs()]
+        wanted = self._inputs(graph)
         rows = next(iter(feeds.values())).shape[0]
         block = BLOCK_ROWS[graph]
         padded = -rows % block
@@ -139,9 +136,12 @@ class Model:
         num, cat, mask = encoded.num[need], encoded.cat[need], encoded.mask[need]
         rows = len(need)
         if draws == 0:
-            num_out, cat_out = self._run(
-                "impute", {"num": num, "cat": cat, "mask": mask, "noise": self._zeros(rows)}
-            )
+            feeds = {"num": num, "cat": cat, "mask": mask}
+            if "noise" in self._inputs("impute"):
+                # Stored before the point predictor: the sampler's ODE run from the noise
+                # distribution's mean gives the posterior centre.
+                feeds["noise"] = np.zeros((rows, self.width), dtype=np.float32)
+            num_out, cat_out = self._run("impute", feeds)
             values = self.encoder.decode_numeric(num_out)
             levels = cat_out
         else:

@@ -35,43 +35,49 @@ OUTPUTS = ["num_out", "cat_out"]
 _EXPORT_LOCK = threading.Lock()
 
 
-class PointGraph(nn.Module):
+class _LatentGraph(nn.Module):
+    """What both graphs start from: the given cells' latent tokens, standardised as in
+    training, and the token mask (1 on the tokens of given cells)."""
+
+    def __init__(self, model: TrainedModel):
+        super().__init__()
+        self.vae = model.vae
+        self.register_buffer("mean", model.latent_mean.clone())
+        self.register_buffer("std", model.latent_std.clone())
+
+    def given_tokens(self, num, cat, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, _ = self.vae.encode(num, cat)
+        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(mu.shape[0], -1)
+        given = ((mu - self.mean) / self.std).reshape(tokens.shape) * tokens
+        return given, tokens
+
+
+class PointGraph(_LatentGraph):
     """impute: each cell's point estimate from the row's observed cells, in one evaluation of
     the point predictor: the median of a numeric cell's posterior, the mode of a categorical
     one (what absolute error and accuracy reward)."""
 
     def __init__(self, model: TrainedModel):
-        super().__init__()
-        self.vae = model.vae
+        super().__init__(model)
         self.predictor = model.predictor
-        self.register_buffer("mean", model.latent_mean.clone())
-        self.register_buffer("std", model.latent_std.clone())
 
     def forward(self, num, cat, mask):
-        mu, _ = self.vae.encode(num, cat)
-        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(mu.shape[0], -1)
-        given = ((mu - self.mean) / self.std).reshape(tokens.shape) * tokens
-        return self.predictor.values(given, tokens)
+        return self.predictor.values(*self.given_tokens(num, cat, mask))
 
 
-class SampleGraph(nn.Module):
+class SampleGraph(_LatentGraph):
     """synthesize: one draw from the diffusion posterior of the cells whose mask is 0, given
     the cells whose mask is 1. An all-zero mask makes a synthetic row; a row's observation
     mask makes one random imputation of it (``draws >= 1``)."""
 
     def __init__(self, model: TrainedModel):
-        super().__init__()
-        self.vae = model.vae
+        super().__init__(model)
         self.denoiser = model.denoiser
-        self.register_buffer("mean", model.latent_mean.clone())
-        self.register_buffer("std", model.latent_std.clone())
         self.latent_dim = model.config.latent_dim
         self.sigmas = karras_sigmas(model.config.sampling_steps)
 
     def forward(self, num, cat, mask, noise):
-        mu, _ = self.vae.encode(num, cat)
-        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(noise.shape)
-        given = ((mu - self.mean) / self.std).reshape(noise.shape) * tokens
+        given, tokens = self.given_tokens(num, cat, mask)
         x = sample(self.denoiser, noise, given, tokens, self.sigmas)
         z = x.reshape(x.shape[0], -1, self.latent_dim) * self.std + self.mean
         return self.vae.decode_values(z)
