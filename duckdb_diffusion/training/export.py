@@ -1,7 +1,8 @@
 """Export a trained model as two self-contained ONNX graphs, and prove they match torch.
 
 - ``impute``:     (num, cat, mask) -> (num, cat): encode the observed cells and give every
-  cell its point estimate from the point predictor (one network evaluation).
+  cell its point estimate from the point predictor (one network evaluation), categorical
+  cells together with the category trees (trees.py) where the model has them.
 - ``synthesize``: (num, cat, mask, noise) -> (num, cat): draw the tokens whose mask is 0 from
   the diffusion posterior given those whose mask is 1, and decode. An all-zero mask makes a
   synthetic row; a row's own mask makes one random imputation (``draws >= 1``).
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import trees
 from .edm import karras_sigmas, sample
 from .trainer import TrainedModel
 
@@ -55,14 +57,28 @@ class _LatentGraph(nn.Module):
 class PointGraph(_LatentGraph):
     """impute: each cell's point estimate from the row's observed cells, in one evaluation of
     the point predictor: the median of a numeric cell's posterior, the mode of a categorical
-    one (what absolute error and accuracy reward)."""
+    one (what absolute error and accuracy reward).
+
+    With category trees, a categorical cell's mode is that of the product of the predictor's
+    and the trees' probabilities (their log-probabilities add). The trees' log-odds come in as
+    ``tree_margins``, an input that ``trees.attach`` replaces by the trees themselves."""
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
         self.predictor = model.predictor
+        self.sizes = list(model.predictor.category_sizes)
 
-    def forward(self, num, cat, mask):
-        return self.predictor.values(*self.given_tokens(num, cat, mask))
+    def forward(self, num, cat, mask, tree_margins=None):
+        given, tokens = self.given_tokens(num, cat, mask)
+        if tree_margins is None:
+            return self.predictor.values(given, tokens)
+        medians, logits = self.predictor(given, tokens)
+        trees = tree_margins.split(self.sizes, dim=-1)
+        modes = [
+            (torch.log_softmax(net, -1) + torch.log_softmax(tree, -1)).argmax(-1)
+            for net, tree in zip(logits, trees, strict=True)
+        ]
+        return medians, torch.stack(modes, dim=1)
 
 
 class SampleGraph(_LatentGraph):
@@ -89,13 +105,23 @@ GRAPH_MODULES = {"impute": PointGraph, "synthesize": SampleGraph}
 def export_graphs(model: TrainedModel, n_numeric: int, category_sizes: list[int]) -> dict:
     """-> {"impute": onnx bytes, "synthesize": onnx bytes}."""
     example = example_inputs(model, n_numeric, len(category_sizes), rows=3)
+    example[trees.MARGINS] = torch.zeros(3, sum(category_sizes))
     graphs = {}
     for name, graph in GRAPH_MODULES.items():
         module = graph(model).eval()
-        args = tuple(example[k] for k in INPUTS[name])
+        inputs = _torch_inputs(model, name)
         with _EXPORT_LOCK:
-            graphs[name] = _export(module, args, INPUTS[name])
+            graphs[name] = _export(module, tuple(example[k] for k in inputs), inputs)
+        if trees.MARGINS in inputs:
+            graphs[name] = trees.attach(graphs[name], model.trees, n_numeric, category_sizes)
     return graphs
+
+
+def _torch_inputs(model: TrainedModel, name: str) -> list[str]:
+    """The graph's inputs as torch sees it: the point graph of a model with trees also takes
+    the trees' log-odds, which the exported graph computes itself."""
+    with_trees = name == "impute" and bool(model.trees)
+    return INPUTS[name] + [trees.MARGINS] if with_trees else INPUTS[name]
 
 
 def _export(module: nn.Module, args: tuple, inputs: list[str]) -> bytes:
@@ -163,11 +189,15 @@ def check_agreement(model: TrainedModel, graphs: dict, num, cat, mask, seed: int
     dim = mask.shape[1] * model.config.latent_dim
     noise = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
     feeds = {"num": num, "cat": cat, "mask": mask, "noise": noise}
+    if model.trees:
+        sizes = model.predictor.category_sizes
+        feeds[trees.MARGINS] = trees.margins(model.trees, trees.features(num, cat, mask), sizes)
     report = {"rows": int(rows)}
     for name, graph in GRAPH_MODULES.items():
         module = graph(model).eval()
         with torch.no_grad():
-            ref_num, ref_cat = module(*(torch.from_numpy(feeds[k]) for k in INPUTS[name]))
+            inputs = _torch_inputs(model, name)
+            ref_num, ref_cat = module(*(torch.from_numpy(feeds[k]) for k in inputs))
         session = ort.InferenceSession(graphs[name], providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
         got_num, got_cat = session.run(OUTPUTS, {k: feeds[k] for k in INPUTS[name] if k in wanted})

@@ -3,7 +3,8 @@
 Both stages see observed cells only: the VAE's losses are masked by the observation mask, and
 the denoiser learns to produce a random subset of each row's observed tokens from the rest
 (plus, for some rows, from nothing at all), so one network serves random imputation and
-synthesis. The point predictor trains beside it on the same batches and masks.
+synthesis. The point predictor trains beside it on the same batches and masks; between the
+two stages, boosted trees learn each categorical column from the other cells (trees.py).
 
 Training stops at whichever comes first: the epoch cap, early stopping on a validation split, or
 the time budget. Results are bit-reproducible for a seed when the clock is not what stopped it.
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from .edm import Precond, denoising_loss
 from .networks import ColumnVAE, Denoiser, PointPredictor
+from .trees import ColumnTrees, fit_trees
 
 VALIDATE_EVERY_STEPS = 100
 VALIDATION_SAMPLES = 2048
@@ -54,6 +56,10 @@ class TrainConfig:
     sampling_steps: int = 8  # DPM-Solver++(2M) steps: one network evaluation each
     validation_share: float = 0.1
     max_rows: int = 200_000
+    # Boosted trees for categorical cells beside the point predictor (trees.py), with at most
+    # this share of the budget; off, imputation of categories is the predictor's alone.
+    category_trees: bool = True
+    tree_share: float = 0.1
     progress: bool = True
 
     def __post_init__(self):
@@ -99,6 +105,7 @@ _LIMITS = {
     "sampling_steps": (1, 1000),
     "validation_share": (0.0, 0.9),
     "max_rows": (2, 10**9),
+    "tree_share": (0.0, 0.9),
 }
 
 
@@ -112,6 +119,7 @@ class TrainedModel:
     metrics: dict = field(default_factory=dict)
     validation_rows: np.ndarray | None = None
     predictor: PointPredictor | None = None
+    trees: list[ColumnTrees] = field(default_factory=list)
 
 
 def train(
@@ -143,6 +151,13 @@ def train(
         std = (((flat - mean) ** 2 * observed).sum(0) / count).sqrt().clamp(min=1e-3)
         latents = ((mu - mean) / std * token_mask).reshape(rows, -1)
 
+    trees, tree_metrics = [], {}
+    if config.category_trees and category_sizes and config.tree_share > 0:
+        seconds = config.max_seconds * config.tree_share
+        trees, tree_metrics = fit_trees(
+            num, cat, mask, category_sizes, fit_rows, val_rows, seconds, config.seed
+        )
+
     dim = latents.shape[1]
     denoiser = Precond(Denoiser(dim, config.width, config.depth))
     predictor = _PredictorFit(
@@ -159,10 +174,13 @@ def train(
         "training_seconds": round(clock.elapsed(), 2),
         "vae": vae_metrics,
         "diffusion": diff_metrics,
+        **({"trees": tree_metrics} if tree_metrics else {}),
     }
     # Tables under 10 rows have no held-out rows; the export check then uses training rows.
     check_rows = val_rows if len(val_rows) else fit_rows
-    return TrainedModel(vae, denoiser, mean, std, config, metrics, check_rows, predictor.best())
+    return TrainedModel(
+        vae, denoiser, mean, std, config, metrics, check_rows, predictor.best(), trees
+    )
 
 
 def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:

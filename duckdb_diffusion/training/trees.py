@@ -1,0 +1,425 @@
+"""Gradient-boosted trees for categorical cells, fitted beside the networks and exported as one
+ONNX ``TreeEnsemble`` node.
+
+Why: a categorical cell is often decided by exact rules on other cells (a repayment status
+by the previous month's status, a coastline class by a longitude threshold) that a tree
+finds in one split and an MLP over latent tokens only approximates. Alone, boosted trees
+impute categories about as well as MissForest; multiplied with the point predictor's
+probabilities (a product of experts: their log-probabilities add), they beat both.
+
+One scikit-learn ``HistGradientBoostingClassifier`` per categorical column learns that
+column from every other cell of the row. Unobserved cells are NaN, which the trees route
+with learned defaults, so one model serves every pattern of missing cells. Category codes
+are categorical features (set splits, exported as ``BRANCH_MEMBER``). The number of boosting
+rounds is chosen on the validation rows; training stops when its share of the budget is
+spent.
+
+The graph computes the same features from its (num, cat, mask) inputs, so the trees add no
+input: ``tree_margins`` is an input of the exported torch graph that ``attach`` replaces with
+the ensemble's output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ML_DOMAIN = "ai.onnx.ml"
+ML_OPSET = 5  # TreeEnsemble, with set-membership splits
+MARGINS = "tree_margins"
+# A boosting round fits one tree per level: columns with more levels are left to the networks.
+MAX_LEVELS = 64
+# HistGradientBoosting bins values in 255 bins: a categorical feature must fit in them.
+MAX_CATEGORICAL_FEATURE_LEVELS = 255
+# A leaf needs MIN_LEAF rows, so fewer than twice that cannot be split: no trees then.
+MIN_LEAF = 20
+ROUNDS_PER_CHUNK = 10
+MAX_ROUNDS = 200
+STALE_CHUNKS = 2
+# Log-odds given to levels a column never showed in training: never predicted by the trees.
+ABSENT = -30.0
+LEAF, BRANCH_LEQ, BRANCH_MEMBER = -1, 0, 6
+
+
+@dataclass
+class ColumnTrees:
+    """One categorical column's classifier, already cut to its best number of rounds."""
+
+    column: int  # index among the categorical columns
+    features: np.ndarray  # which columns of ``features(...)`` it reads
+    classifier: object  # a fitted HistGradientBoostingClassifier
+
+
+def features(num: np.ndarray, cat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Numbers (encoded) then category codes, NaN where a cell is not observed."""
+    values = np.concatenate([num, cat.astype(np.float32)], axis=1)
+    return np.where(mask > 0, values, np.nan).astype(np.float32)
+
+
+def fit_trees(
+    num: np.ndarray,
+    cat: np.ndarray,
+    mask: np.ndarray,
+    category_sizes: list[int],
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    seconds: float,
+    seed: int,
+) -> tuple[list[ColumnTrees], dict]:
+    """Fit one classifier per categorical column with 2..MAX_LEVELS levels, within
+    ``seconds`` in all; -> the fitted columns and a summary for the training metrics."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    started = time.perf_counter()
+    deadline = started + seconds
+    x = features(num, cat, mask)
+    n_numeric = num.shape[1]
+    fitted, rounds = [], {}
+    for j, size in enumerate(category_sizes):
+        if size > MAX_LEVELS or time.perf_counter() > deadline:
+            continue
+        column = n_numeric + j
+        train = fit_rows[mask[fit_rows, column] > 0]
+        if len(train) < 2 * MIN_LEAF or len(np.unique(cat[train, j])) < 2:
+            continue
+        valid = val_rows[mask[val_rows, column] > 0]
+        others = _splittable(x[train], column)
+        if not len(others):
+            continue
+        sizes = [*([0] * n_numeric), *category_sizes]
+        classifier = HistGradientBoostingClassifier(
+            learning_rate=0.1,
+            max_iter=0,
+            min_samples_leaf=MIN_LEAF,
+            l2_regularization=1.0,  # without it, levels seen a few times run away
+            early_stopping=False,
+            warm_start=True,
+            random_state=seed,
+            categorical_features=[0 < sizes[f] <= MAX_CATEGORICAL_FEATURE_LEVELS for f in others],
+        )
+        best = _boost(classifier, x[:, others], cat[:, j], train, valid, deadline)
+        del classifier._predictors[best:]
+        rounds[str(j)] = best
+        if any(not p.nodes[0]["is_leaf"] for trees in classifier._predictors for p in trees):
+            fitted.append(ColumnTrees(j, others, classifier))  # else it only knows the level shares
+    summary = {"seconds": round(time.perf_counter() - started, 2), "rounds": rounds}
+    return fitted, summary
+
+
+def _splittable(x: np.ndarray, column: int) -> np.ndarray:
+    """The other columns with at least two distinct observed values in these rows: the rest
+    cannot be split on (and scikit-learn cannot bin a column with no value at all)."""
+    low, high = np.nanmin(x, axis=0, initial=np.inf), np.nanmax(x, axis=0, initial=-np.inf)
+    usable = low < high
+    usable[column] = False
+    return np.flatnonzero(usable)
+
+
+def _boost(classifier, x, y, train, valid, deadline) -> int:
+    """Add rounds in chunks until the validation log-loss stops improving, the rounds run
+    out or the time does; -> the best number of rounds (by validation, else all)."""
+    losses = []
+    while classifier.max_iter < MAX_ROUNDS and time.perf_counter() < deadline:
+        classifier.max_iter += ROUNDS_PER_CHUNK
+        classifier.fit(x[train], y[train])
+        if not len(valid):
+            continue
+        losses.append(_log_loss(classifier, x[valid], y[valid]))
+        if len(losses) > STALE_CHUNKS and min(losses[-STALE_CHUNKS:]) >= min(losses):
+            break
+    if not len(valid) or classifier.n_iter_ == 0:
+        return classifier.n_iter_
+    staged = [_log_loss_of(d, classifier, y[valid]) for d in _staged(classifier, x[valid])]
+    return int(np.argmin(staged)) + 1
+
+
+def _staged(classifier, x):
+    return classifier.staged_decision_function(x)
+
+
+def _log_loss(classifier, x, y) -> float:
+    return _log_loss_of(classifier.decision_function(x), classifier, y)
+
+
+def _log_loss_of(decision: np.ndarray, classifier, y: np.ndarray) -> float:
+    logits = _class_logits(decision, len(classifier.classes_))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    index = np.searchsorted(classifier.classes_, y)
+    seen = (index < len(classifier.classes_)) & (
+        classifier.classes_[np.minimum(index, len(classifier.classes_) - 1)] == y
+    )
+    picked = np.where(
+        seen, log_probs[np.arange(len(y)), np.minimum(index, logits.shape[1] - 1)], ABSENT
+    )
+    return float(-picked.mean())
+
+
+def _class_logits(decision: np.ndarray, n_classes: int) -> np.ndarray:
+    """Decision values -> one logit per class (binary models give the second class's only)."""
+    if n_classes == 2:
+        decision = decision.reshape(-1)
+        return np.stack([np.zeros_like(decision), decision], axis=1)
+    return decision.reshape(len(decision), n_classes)
+
+
+def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) -> np.ndarray:
+    """What ``margins_graph`` computes, by scikit-learn: per level of every categorical column,
+    the trees' log-odds on the rows where that column is unobserved (NaN in ``x``), their
+    starting log-odds elsewhere (never used there: imputation keeps observed cells), 0 for
+    columns without trees."""
+    offsets = np.concatenate([[0], np.cumsum(category_sizes)]).astype(int)
+    out = np.zeros((len(x), offsets[-1]), dtype=np.float32)
+    n_numeric = x.shape[1] - len(category_sizes)
+    for t in trees:
+        column = n_numeric + t.column
+        classes = t.classifier.classes_.astype(int)
+        block = np.full((len(x), category_sizes[t.column]), ABSENT, dtype=np.float32)
+        start = t.classifier._baseline_prediction.reshape(1, -1)
+        block[:, classes] = _class_logits(np.repeat(start, len(x), axis=0), len(classes))
+        rows = np.isnan(x[:, column])
+        if rows.any():
+            decision = t.classifier.decision_function(x[np.ix_(rows, t.features)])
+            block[np.ix_(rows, classes)] = _class_logits(decision, len(classes))
+        out[:, offsets[t.column] : offsets[t.column + 1]] = block
+    return out
+
+
+def margins_graph(
+    trees: list[ColumnTrees], n_numeric: int, category_sizes: list[int]
+) -> onnx.ModelProto:
+    """(num, cat, mask) -> tree_margins, as ``margins`` computes it, in one ONNX graph.
+
+    Each column's trees run only on the rows where that column is unobserved (gathered, then
+    scattered back over the starting log-odds): with a fifth of the cells NULL they evaluate
+    a fifth of the rows, and the trees cost about as much as the network."""
+    n_columns = n_numeric + len(category_sizes)
+    nodes = [
+        helper.make_node("Cast", ["cat"], ["trees_cat"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["num", "trees_cat"], ["trees_values"], axis=1),
+        helper.make_node("Greater", ["mask", "trees_zero"], ["trees_observed"]),
+        helper.make_node("Where", ["trees_observed", "trees_values", "trees_nan"], ["trees_x"]),
+        helper.make_node("Shape", ["mask"], ["trees_batch"], end=1),
+    ]
+    constants = [
+        numpy_helper.from_array(np.float32(0.0), "trees_zero"),
+        numpy_helper.from_array(np.float32(np.nan), "trees_nan"),
+    ]
+    by_column = {t.column: t for t in trees}
+    blocks = []
+    for j, size in enumerate(category_sizes):
+        name = f"trees_{j}"
+        if j not in by_column:
+            constants.append(numpy_helper.from_array(np.zeros(size, np.float32), f"{name}_base"))
+        else:
+            attributes, base = _column_ensemble(by_column[j], n_numeric, category_sizes)
+            column = n_numeric + j
+            constants += [
+                numpy_helper.from_array(base, f"{name}_base"),
+                numpy_helper.from_array(np.int64(column), f"{name}_column"),
+            ]
+            nodes += [
+                helper.make_node(
+                    "Gather", ["trees_observed", f"{name}_column"], [f"{name}_seen"], axis=1
+                ),
+                helper.make_node("Not", [f"{name}_seen"], [f"{name}_unseen"]),
+                helper.make_node("NonZero", [f"{name}_unseen"], [f"{name}_nz"]),
+                helper.make_node("Transpose", [f"{name}_nz"], [f"{name}_rows"], perm=[1, 0]),
+                helper.make_node("GatherND", ["trees_x", f"{name}_rows"], [f"{name}_x"]),
+                helper.make_node(
+                    "TreeEnsemble", [f"{name}_x"], [f"{name}_raw"], domain=ML_DOMAIN, **attributes
+                ),
+                helper.make_node("Add", [f"{name}_raw", f"{name}_base"], [f"{name}_scores"]),
+            ]
+        nodes += [
+            helper.make_node("Concat", ["trees_batch", f"{name}_width"], [f"{name}_shape"], axis=0),
+            helper.make_node("Expand", [f"{name}_base", f"{name}_shape"], [f"{name}_start"]),
+        ]
+        constants.append(numpy_helper.from_array(np.asarray([size], np.int64), f"{name}_width"))
+        if j in by_column:
+            nodes.append(
+                helper.make_node(
+                    "ScatterND",
+                    [f"{name}_start", f"{name}_rows", f"{name}_scores"],
+                    [f"{name}_out"],
+                )
+            )
+            blocks.append(f"{name}_out")
+        else:
+            blocks.append(f"{name}_start")
+    nodes.append(helper.make_node("Concat", blocks, [MARGINS], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "category_trees",
+        [
+            helper.make_tensor_value_info("num", TensorProto.FLOAT, ["batch", n_numeric]),
+            helper.make_tensor_value_info("cat", TensorProto.INT64, ["batch", len(category_sizes)]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", n_columns]),
+        ],
+        [helper.make_tensor_value_info(MARGINS, TensorProto.FLOAT, ["batch", sum(category_sizes)])],
+        constants,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(ML_DOMAIN, ML_OPSET)]
+    )
+
+
+def attach(graph_bytes: bytes, trees: list[ColumnTrees], n_numeric, category_sizes) -> bytes:
+    """Replace the ``tree_margins`` input of an exported graph by the trees that compute it."""
+    model = onnx.load_from_string(graph_bytes)
+    source = margins_graph(trees, n_numeric, category_sizes).graph
+    graph = model.graph
+    kept = [i for i in graph.input if i.name != MARGINS]
+    del graph.input[:]
+    graph.input.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*source.node, *nodes])
+    graph.initializer.extend(source.initializer)
+    model.opset_import.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
+    return model.SerializeToString()
+
+
+def _column_ensemble(t: ColumnTrees, n_numeric, category_sizes) -> tuple[dict, np.ndarray]:
+    """TreeEnsemble attributes for one column's trees over the other columns' features, and
+    its constant log-odds per level (the model's start, ABSENT for levels it never saw, plus
+    trees without a split)."""
+    classifier = t.classifier
+    classes = classifier.classes_.astype(int)
+    base = np.full(category_sizes[t.column], ABSENT, dtype=np.float32)
+    base[classes] = 0.0
+    targets = classes[1:] if len(classes) == 2 else classes  # binary: one tree per round
+    base[targets] += classifier._baseline_prediction.reshape(-1)
+    layout = _Layout(classifier, t.features, n_numeric, category_sizes)
+    out = _Nodes()
+    for rounds in classifier._predictors:
+        for target, predictor in zip(targets, rounds, strict=True):
+            if predictor.nodes[0]["is_leaf"]:
+                base[target] += predictor.nodes[0]["value"]
+            else:
+                out.add_tree(predictor, int(target), layout)
+    return out.attributes(len(base)), base
+
+
+class _Layout:
+    """Where scikit-learn's internal features come from. With categorical features, its
+    HistGradientBoosting puts them first and recodes their levels 0..n-1 in sorted order,
+    levels not seen in fit becoming missing; its trees split on those internal codes."""
+
+    def __init__(self, classifier, others: np.ndarray, n_numeric: int, category_sizes: list):
+        self.sizes = [0] * n_numeric + list(category_sizes)
+        preprocessor = getattr(classifier, "_preprocessor", None)
+        if preprocessor is None:  # scikit-learn without the recoding: codes are used as given
+            known, index = classifier._bin_mapper.make_known_categories_bitsets()
+            self.feature = [int(f) for f in others]
+            self.internal = [
+                {c: c for c in range(self.sizes[f]) if _has(known[index[i]], c)}
+                if classifier.is_categorical_ is not None and classifier.is_categorical_[i]
+                else None
+                for i, f in enumerate(self.feature)
+            ]
+            return
+        categorical = np.asarray(classifier.is_categorical_, dtype=bool)
+        order = np.concatenate([np.flatnonzero(categorical), np.flatnonzero(~categorical)])
+        self.feature = [int(others[i]) for i in order]
+        levels = preprocessor.named_transformers_["encoder"].categories_
+        self.internal = [
+            {int(v): k for k, v in enumerate(values) if not np.isnan(v)} for values in levels
+        ] + [None] * int((~categorical).sum())
+
+    def left_codes(self, feature: int, bitset: np.ndarray, node) -> list[int]:
+        """Our codes that a categorical split sends left: its levels, and, where missing
+        values go left, the levels it never saw (which it treats as missing)."""
+        internal = self.internal[feature]
+        left = []
+        for code in range(self.sizes[self.feature[feature]]):
+            value = internal.get(code)
+            if (value is not None and _has(bitset, value)) or (
+                value is None and node["missing_go_to_left"]
+            ):
+                left.append(code)
+        return left
+
+
+class _Nodes:
+    """The flat node and leaf arrays of a TreeEnsemble, filled tree by tree."""
+
+    def __init__(self):
+        self.roots, self.features, self.modes, self.splits = [], [], [], []
+        self.true_ids, self.true_leaf, self.false_ids, self.false_leaf = [], [], [], []
+        self.missing_true, self.members = [], []
+        self.leaf_targets, self.leaf_weights = [], []
+
+    def add_tree(self, predictor, target: int, layout: _Layout):
+        nodes = predictor.nodes
+        interior = ~nodes["is_leaf"].astype(bool)
+        self.roots.append(len(self.features))
+        ids = len(self.features) + np.cumsum(interior) - 1  # interior nodes' numbers
+        for i in np.flatnonzero(~interior):
+            ids[i] = len(self.leaf_weights)  # leaves are numbered apart
+            self.leaf_targets.append(int(target))
+            self.leaf_weights.append(float(nodes[i]["value"]))
+        for node in nodes[interior]:
+            feature = int(node["feature_idx"])
+            self.features.append(layout.feature[feature])
+            if node["is_categorical"]:
+                left = layout.left_codes(
+                    feature, predictor.raw_left_cat_bitsets[node["bitset_idx"]], node
+                )
+                if left:
+                    self.modes.append(BRANCH_MEMBER)
+                    self.splits.append(np.nan)
+                    self.members.extend([*left, np.nan])
+                else:  # no level goes left: codes are never below -1
+                    self.modes.append(BRANCH_LEQ)
+                    self.splits.append(-1.0)
+            else:
+                self.modes.append(BRANCH_LEQ)
+                self.splits.append(_float32_at_most(node["num_threshold"]))
+            left, right = int(node["left"]), int(node["right"])
+            self.true_ids.append(int(ids[left]))
+            self.true_leaf.append(int(nodes[left]["is_leaf"]))
+            self.false_ids.append(int(ids[right]))
+            self.false_leaf.append(int(nodes[right]["is_leaf"]))
+            self.missing_true.append(int(node["missing_go_to_left"]))
+
+    def attributes(self, n_targets: int) -> dict:
+        def floats(values):
+            return numpy_helper.from_array(np.asarray(values, dtype=np.float32))
+
+        attributes = {
+            "n_targets": n_targets,
+            "aggregate_function": 1,  # SUM
+            "post_transform": 0,  # NONE
+            "tree_roots": self.roots,
+            "nodes_featureids": self.features,
+            "nodes_modes": numpy_helper.from_array(np.asarray(self.modes, dtype=np.uint8)),
+            "nodes_splits": floats(self.splits),
+            "nodes_truenodeids": self.true_ids,
+            "nodes_trueleafs": self.true_leaf,
+            "nodes_falsenodeids": self.false_ids,
+            "nodes_falseleafs": self.false_leaf,
+            "nodes_missing_value_tracks_true": self.missing_true,
+            "leaf_targetids": self.leaf_targets,
+            "leaf_weights": floats(self.leaf_weights),
+        }
+        if self.members:
+            attributes["membership_values"] = floats(self.members)
+        return attributes
+
+
+def _has(bitset: np.ndarray, code: int) -> bool:
+    return bool((int(bitset[code // 32]) >> (code % 32)) & 1)
+
+
+def _float32_at_most(threshold: float) -> float:
+    """The largest float32 not above ``threshold``: for float32 inputs, x <= it exactly when
+    x <= threshold, so the float32 graph routes every value as float64 scikit-learn did."""
+    rounded = np.float32(threshold)
+    if rounded > threshold:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    return float(rounded)
