@@ -101,3 +101,24 @@ def test_category_trees_can_be_turned_off(graded):
         "SELECT count(*) FROM impute_latent_diffusion('plain') WHERE grade IS NULL"
     ).fetchall()
     assert count == [(0,)]
+
+
+def test_no_time_left_means_no_trees_and_training_goes_on(graded):
+    encoder, e = _encoded(graded)
+    rows = np.arange(len(e.num))
+    fitted, summary = trees.fit_trees(
+        e.num, e.cat, e.mask, encoder.category_sizes, rows[300:], rows[:300], 0.0, 0
+    )
+    assert fitted == [] and summary["rounds"] == {}
+    # the budget running out between columns, before a column's first round
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    unfitted = HistGradientBoostingClassifier(max_iter=0, warm_start=True)
+    assert trees._boost(unfitted, e.num, e.cat[:, 0], rows, rows[:300], deadline=0.0) == 0
+    graded.execute("CREATE TABLE hurried AS SELECT region, score, grade FROM graded")
+    ddf.train(graded, "hurried", **{**FAST, "max_seconds": 2, "tree_share": 0.0})
+    ddf.install(graded)
+    count = graded.execute(
+        "SELECT count(*) FROM impute_latent_diffusion('hurried') WHERE grade IS NULL"
+    ).fetchall()
+    assert count == [(0,)]

@@ -102,6 +102,8 @@ def fit_trees(
             categorical_features=[0 < sizes[f] <= MAX_CATEGORICAL_FEATURE_LEVELS for f in others],
         )
         best = _boost(classifier, x[:, others], cat[:, j], train, valid, deadline)
+        if not best:
+            continue
         del classifier._predictors[best:]
         rounds[str(j)] = best
         if any(not p.nodes[0]["is_leaf"] for trees in classifier._predictors for p in trees):
@@ -131,6 +133,8 @@ def _boost(classifier, x, y, train, valid, deadline) -> int:
         losses.append(_log_loss(classifier, x[valid], y[valid]))
         if len(losses) > STALE_CHUNKS and min(losses[-STALE_CHUNKS:]) >= min(losses):
             break
+    if classifier.max_iter == 0:  # out of time before the first round
+        return 0
     if not len(valid) or classifier.n_iter_ == 0:
         return classifier.n_iter_
     staged = [_log_loss_of(d, classifier, y[valid]) for d in _staged(classifier, x[valid])]
