@@ -73,9 +73,11 @@ class DatabaseRegistry:
             try:
                 self._save_once(artifact)
                 return
-            except duckdb.TransactionException:
-                # Another connection of this process saved at the same moment; its model is
-                # complete, and saving again replaces it whole.
+            except (duckdb.TransactionException, duckdb.ConstraintException):
+                # Another connection of this process saved at the same moment (DuckDB reports
+                # it as a write conflict, or as a duplicate name when the other insert
+                # committed after our delete); its model is complete, and saving again
+                # replaces it whole.
                 if attempt == SAVE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))

@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion.artifact import Artifact
 from duckdb_diffusion.registry import DatabaseRegistry, DirectoryRegistry
 
 from .conftest import data_file
@@ -214,6 +215,43 @@ def test_two_connections_training_one_name_in_the_database(copy):
     ddf.install(con)
     filled = con.execute("SELECT count(median_income) FROM impute_latent_diffusion('t', 'same')")
     assert filled.fetchall() == [(800,)]
+    con.close()
+
+
+def test_a_save_that_loses_the_race_for_a_name_saves_again(copy, monkeypatch):
+    """Two cursors saving one new name: when the other's insert commits between our delete
+    (of nothing) and our insert, DuckDB says 'duplicate key'. That is a lost race, not a broken
+    model: save again, which replaces the other's model whole."""
+    path, _, _ = copy
+    con = duckdb.connect(str(path))
+    registry = DatabaseRegistry(con)
+    stored = registry.load("t")
+    artifact = Artifact.create({**stored.spec, "name": "fresh"}, stored.graphs)
+    rival = con.cursor()
+    original = DatabaseRegistry._save_once
+    raced = []
+
+    def racing_save(self, artifact):
+        if raced:
+            return original(self, artifact)
+        raced.append(True)
+        ours = self.con.cursor()
+        ours.execute("BEGIN TRANSACTION")
+        ours.execute("DELETE FROM duckdb_diffusion.models WHERE name = 'fresh'")
+        original(DatabaseRegistry(rival), artifact)  # the other connection commits first
+        try:
+            ours.execute("INSERT INTO duckdb_diffusion.models (name) VALUES ('fresh')")
+        finally:
+            ours.execute("ROLLBACK")
+            ours.close()
+
+    monkeypatch.setattr(DatabaseRegistry, "_save_once", racing_save)
+    registry.save(artifact)
+    assert raced
+    count = con.execute("SELECT count(*) FROM duckdb_diffusion.models WHERE name = 'fresh'")
+    assert count.fetchall() == [(1,)]
+    assert registry.load("fresh").spec_json() == artifact.spec_json()
+    rival.close()
     con.close()
 
 
