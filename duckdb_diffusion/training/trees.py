@@ -42,7 +42,7 @@ MAX_ROUNDS = 200
 STALE_CHUNKS = 2
 # Log-odds given to levels a column never showed in training: never predicted by the trees.
 ABSENT = -30.0
-LEAF, BRANCH_LEQ, BRANCH_MEMBER = -1, 0, 6
+BRANCH_LEQ, BRANCH_MEMBER = 0, 6
 
 
 @dataclass
@@ -78,6 +78,7 @@ def fit_trees(
     deadline = started + seconds
     x = features(num, cat, mask)
     n_numeric = num.shape[1]
+    sizes = [*([0] * n_numeric), *category_sizes]
     fitted, rounds = [], {}
     for j, size in enumerate(category_sizes):
         if size > MAX_LEVELS or time.perf_counter() > deadline:
@@ -90,7 +91,6 @@ def fit_trees(
         others = _splittable(x[train], column)
         if not len(others):
             continue
-        sizes = [*([0] * n_numeric), *category_sizes]
         classifier = HistGradientBoostingClassifier(
             learning_rate=0.1,
             max_iter=0,
@@ -130,36 +130,25 @@ def _boost(classifier, x, y, train, valid, deadline) -> int:
         classifier.fit(x[train], y[train])
         if not len(valid):
             continue
-        losses.append(_log_loss(classifier, x[valid], y[valid]))
+        losses.append(_log_loss(classifier.decision_function(x[valid]), classifier, y[valid]))
         if len(losses) > STALE_CHUNKS and min(losses[-STALE_CHUNKS:]) >= min(losses):
             break
     if classifier.max_iter == 0:  # out of time before the first round
         return 0
     if not len(valid) or classifier.n_iter_ == 0:
         return classifier.n_iter_
-    staged = [_log_loss_of(d, classifier, y[valid]) for d in _staged(classifier, x[valid])]
-    return int(np.argmin(staged)) + 1
+    staged = classifier.staged_decision_function(x[valid])
+    return int(np.argmin([_log_loss(d, classifier, y[valid]) for d in staged])) + 1
 
 
-def _staged(classifier, x):
-    return classifier.staged_decision_function(x)
-
-
-def _log_loss(classifier, x, y) -> float:
-    return _log_loss_of(classifier.decision_function(x), classifier, y)
-
-
-def _log_loss_of(decision: np.ndarray, classifier, y: np.ndarray) -> float:
-    logits = _class_logits(decision, len(classifier.classes_))
+def _log_loss(decision: np.ndarray, classifier, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of ``y``; a level the classifier never saw scores ABSENT."""
+    classes = classifier.classes_
+    logits = _class_logits(decision, len(classes))
     logits = logits - logits.max(axis=1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    index = np.searchsorted(classifier.classes_, y)
-    seen = (index < len(classifier.classes_)) & (
-        classifier.classes_[np.minimum(index, len(classifier.classes_) - 1)] == y
-    )
-    picked = np.where(
-        seen, log_probs[np.arange(len(y)), np.minimum(index, logits.shape[1] - 1)], ABSENT
-    )
+    index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+    picked = np.where(classes[index] == y, log_probs[np.arange(len(y)), index], ABSENT)
     return float(-picked.mean())
 
 
@@ -169,6 +158,16 @@ def _class_logits(decision: np.ndarray, n_classes: int) -> np.ndarray:
         decision = decision.reshape(-1)
         return np.stack([np.zeros_like(decision), decision], axis=1)
     return decision.reshape(len(decision), n_classes)
+
+
+def _start_logits(t: ColumnTrees, size: int) -> np.ndarray:
+    """One column's log-odds per level before any tree: the classifier's starting point,
+    ABSENT for levels it never saw."""
+    classes = t.classifier.classes_.astype(int)
+    start = t.classifier._baseline_prediction.reshape(1, -1)
+    logits = np.full(size, ABSENT, dtype=np.float32)
+    logits[classes] = _class_logits(start, len(classes))[0]
+    return logits
 
 
 def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) -> np.ndarray:
@@ -182,9 +181,7 @@ def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) 
     for t in trees:
         column = n_numeric + t.column
         classes = t.classifier.classes_.astype(int)
-        block = np.full((len(x), category_sizes[t.column]), ABSENT, dtype=np.float32)
-        start = t.classifier._baseline_prediction.reshape(1, -1)
-        block[:, classes] = _class_logits(np.repeat(start, len(x), axis=0), len(classes))
+        block = np.tile(_start_logits(t, category_sizes[t.column]), (len(x), 1))
         rows = np.isnan(x[:, column])
         if rows.any():
             decision = t.classifier.decision_function(x[np.ix_(rows, t.features)])
@@ -294,10 +291,8 @@ def _column_ensemble(t: ColumnTrees, n_numeric, category_sizes) -> tuple[dict, n
     trees without a split)."""
     classifier = t.classifier
     classes = classifier.classes_.astype(int)
-    base = np.full(category_sizes[t.column], ABSENT, dtype=np.float32)
-    base[classes] = 0.0
+    base = _start_logits(t, category_sizes[t.column])
     targets = classes[1:] if len(classes) == 2 else classes  # binary: one tree per round
-    base[targets] += classifier._baseline_prediction.reshape(-1)
     layout = _Layout(classifier, t.features, n_numeric, category_sizes)
     out = _Nodes()
     for rounds in classifier._predictors:
@@ -316,16 +311,10 @@ class _Layout:
 
     def __init__(self, classifier, others: np.ndarray, n_numeric: int, category_sizes: list):
         self.sizes = [0] * n_numeric + list(category_sizes)
-        preprocessor = getattr(classifier, "_preprocessor", None)
-        if preprocessor is None:  # scikit-learn without the recoding: codes are used as given
-            known, index = classifier._bin_mapper.make_known_categories_bitsets()
+        preprocessor = classifier._preprocessor
+        if preprocessor is None:  # no categorical feature: nothing is moved or recoded
             self.feature = [int(f) for f in others]
-            self.internal = [
-                {c: c for c in range(self.sizes[f]) if _has(known[index[i]], c)}
-                if classifier.is_categorical_ is not None and classifier.is_categorical_[i]
-                else None
-                for i, f in enumerate(self.feature)
-            ]
+            self.internal = [None] * len(others)
             return
         categorical = np.asarray(classifier.is_categorical_, dtype=bool)
         order = np.concatenate([np.flatnonzero(categorical), np.flatnonzero(~categorical)])
