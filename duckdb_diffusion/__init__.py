@@ -7,7 +7,6 @@ extra (torch), imported only when called.
 from .api import (
     impute,
     impute_batches,
-    load_model,
     models,
     synthesize,
     synthesize_batches,
@@ -15,6 +14,7 @@ from .api import (
 )
 from .artifact import ArtifactError
 from .evaluation import evaluate
+from .loading import load_model
 from .registry import ModelNotFoundError
 from .source import SourceError
 from .sql import connect, install

@@ -74,6 +74,17 @@ class Artifact:
         return cls(spec, graphs, _digest(text))
 
 
+def spec_columns(spec_json: str, where: str) -> list[dict]:
+    """The column specs of a stored spec, for callers that need no graphs."""
+    try:
+        columns = json.loads(spec_json)["columns"]
+    except (TypeError, ValueError, KeyError) as error:
+        raise ArtifactError(f"model {where}: its spec is damaged ({error}); retrain it") from None
+    if not isinstance(columns, list):
+        raise ArtifactError(f"model {where}: its spec has no column list; retrain it")
+    return columns
+
+
 def encode_schema(schema: pa.Schema) -> str:
     """An Arrow schema as base64 of its IPC serialisation: exact types, no code."""
     return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from sqlglot import exp
 
+from . import arguments
 from . import sql as ddf_sql
-from .api import model_name
+from .prepare import model_name
 from .runtime import DEFAULT_DRAWS
 from .source import SourceError, parse_source
 
@@ -51,6 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="model name (default: the table's name)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-seconds", type=float, help="training time budget (default 240)")
+    train.add_argument(
+        "--categorical",
+        action="append",
+        metavar="COLUMN",
+        help="model this column as categorical (repeat for more)",
+    )
+    train.add_argument(
+        "--passthrough",
+        action="append",
+        metavar="COLUMN",
+        help="leave this column out of the model (repeat for more)",
+    )
+    train.add_argument(
+        "--settings", metavar="JSON", help="training settings as JSON, e.g. '{\"width\": 256}'"
+    )
     _common(train)
     train.set_defaults(run=_train)
 
@@ -141,7 +157,7 @@ def _call(function: str, positional: list, named: dict) -> tuple[str, list]:
 
 def _train(args) -> int:
     con = _connect(args)
-    settings = json.dumps({"progress": True})
+    settings = json.dumps({"progress": True, **arguments.settings(args.settings)})
     query, values = _call(
         "train_latent_diffusion",
         [args.table],
@@ -150,12 +166,17 @@ def _train(args) -> int:
             "seed": args.seed,
             "max_seconds": args.max_seconds,
             "settings": settings,
+            "categorical": args.categorical,
+            "passthrough": args.passthrough,
         },
     )
     relation = con.execute(query, values)
     columns = [d[0] for d in relation.description]
     (row,) = relation.fetchall()
     for name, value in zip(columns, row, strict=True):
+        if name == "metrics":  # the whole JSON is in latent_diffusion_models(); show the score
+            scores = json.loads(value).get("validation_imputation", {})
+            value = f"validation MAE {scores.get('mae')}, accuracy {scores.get('accuracy')}"
         print(f"{name:>18}: {value}")
     con.close()
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from .artifact import GRAPHS, Artifact, ArtifactError
+from .artifact import GRAPHS, Artifact, ArtifactError, spec_columns
 
 SCHEMA = "duckdb_diffusion"
 TABLE = f"{SCHEMA}.models"
@@ -121,6 +121,20 @@ class DatabaseRegistry:
         spec, *graphs = rows[0]
         return Artifact.parse(spec, dict(zip(GRAPHS, graphs, strict=True)), f"{name!r} in {TABLE}")
 
+    def columns(self, name: str) -> list[dict]:
+        """The model's column specs, read without its graphs (what ``install`` needs)."""
+        cur = self.con.cursor()
+        try:
+            if not self._exists(cur):
+                raise ModelNotFoundError(name)
+            rows = cur.execute(f"SELECT spec::VARCHAR FROM {TABLE} WHERE name = ?", [name])
+            rows = rows.fetchall()
+        finally:
+            cur.close()
+        if not rows:
+            raise ModelNotFoundError(name)
+        return spec_columns(rows[0][0], f"{name!r} in {TABLE}")
+
     def names(self) -> list[str]:
         cur = self.con.cursor()
         try:
@@ -199,6 +213,16 @@ class DirectoryRegistry:
                 continue
             return Artifact.parse(spec, graphs, f"{name!r} in {folder / version}")
         raise ArtifactError(f"model {name!r} in {folder} keeps changing while being read; retry")
+
+    def columns(self, name: str) -> list[dict]:
+        """The model's column specs, read without its graphs (what ``install`` needs)."""
+        folder = self.path / _folder_name(name)
+        try:
+            version = (folder / "CURRENT").read_text().strip()
+            text = (folder / version / "spec.json").read_text()
+        except FileNotFoundError:
+            raise ModelNotFoundError(name) from None
+        return spec_columns(text, f"{name!r} in {folder / version}")
 
     def names(self) -> list[str]:
         if not self.path.is_dir():

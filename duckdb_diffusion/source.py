@@ -25,9 +25,10 @@ class Source:
     sql: str  # a SELECT over it, rebuilt by sqlglot
     default_model: str | None  # the table's own name; None for a subquery
 
-    def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+    def relation(self, con: duckdb.DuckDBPyConnection, run=None) -> duckdb.DuckDBPyRelation:
+        """``SELECT * FROM`` the source on ``con`` (through ``run(con, sql)`` if given)."""
         try:
-            return con.sql(self.sql)
+            return run(con, self.sql) if run is not None else con.sql(self.sql)
         except duckdb.CatalogException as error:
             raise SourceError(
                 f"table {self.text!r} was not found ({_first_line(error)}); "

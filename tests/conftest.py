@@ -14,6 +14,19 @@ import pytest
 import duckdb_diffusion as ddf
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# The housing model's modelled columns (house_id, a key, is passed through).
+MODELLED = [
+    "longitude",
+    "latitude",
+    "housing_median_age",
+    "total_rooms",
+    "total_bedrooms",
+    "population",
+    "households",
+    "median_income",
+    "median_house_value",
+    "ocean_proximity",
+]
 FAST = {"max_seconds": 12, "width": 128, "depth": 2, "progress": False, "sampling_steps": 6}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,9 +48,34 @@ def test_train_impute_synthesize_models(tmp_path):
     con = duckdb.connect(str(db))
     api.train(con, "customers", model="warm", **FAST)  # a second model, for 'models'
     con.close()
-    done = cli("train", str(db), "customers", "--max-seconds", "6")
+    done = cli(
+        "train",
+        str(db),
+        "customers",
+        "--max-seconds",
+        "6",
+        "--categorical",
+        "educational-num",
+        "--passthrough",
+        "fnlwgt",
+        "--settings",
+        '{"width": 96}',
+    )
     assert done.returncode == 0, done.stderr
-    assert "model: customers" in done.stdout
+    assert "name: customers" in done.stdout
+    con = duckdb.connect(str(db), read_only=True)
+    spec = json.loads(
+        con.execute(
+            "SELECT spec::VARCHAR FROM duckdb_diffusion.models WHERE name = 'customers'"
+        ).fetchall()[0][0]
+    )
+    con.close()
+    kinds = {c["name"]: (c["kind"], c["reason"]) for c in spec["columns"]}
+    assert kinds["educational-num"] == ("categorical", "chosen by the user")
+    assert kinds["fnlwgt"] == ("passthrough", "chosen by the user")
+    assert spec["config"]["width"] == 96
+    done = cli("train", str(db), "customers", "--settings", '{"wdth": 1}')
+    assert done.returncode == 1 and "unknown training settings ['wdth']" in done.stderr
 
     done = cli("impute", str(db), "customers", "--into", "customers_filled", "--draws", "2")
     assert done.returncode == 0, done.stderr

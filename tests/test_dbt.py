@@ -1,4 +1,6 @@
-"""`dbt build` on examples/dbt with 4 threads, through the duckdb_diffusion.dbt plugin."""
+"""`dbt build` on examples/dbt with 4 threads, through the duckdb_diffusion.dbt plugin: dbt's
+default (view) materialization for the imputed and synthetic models, the training model as a
+table; and the error a view-materialized training model gets."""
 
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+import duckdb_diffusion as ddf
+
 PROJECT = Path(__file__).resolve().parents[1] / "examples" / "dbt"
 
 
-def test_dbt_build_imputes_and_synthesizes(tmp_path):
+def dbt_build(tmp_path: Path, edit=None) -> tuple[subprocess.CompletedProcess, Path]:
     project = tmp_path / "project"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*"))
+    if edit is not None:
+        edit(project)
     database = tmp_path / "warehouse.duckdb"
     dbt = Path(sys.executable).with_name("dbt")
     done = subprocess.run(
@@ -28,10 +34,19 @@ def test_dbt_build_imputes_and_synthesizes(tmp_path):
         timeout=900,
         env={**os.environ, "DDF_EXAMPLE_DB": str(database), "DBT_SEND_ANONYMOUS_USAGE_STATS": "0"},
     )
+    return done, database
+
+
+def test_dbt_build_imputes_and_synthesizes(tmp_path):
+    done, database = dbt_build(tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "ERROR=0" in done.stdout
 
     con = duckdb.connect(str(database), read_only=True)
+    listed = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    views = {name for (name,) in listed}
+    assert {"customers_imputed", "customers_synthetic", "segment_summary"} <= views
+    ddf.install(con)  # the views call the functions, so reading them needs them installed
     raw = con.sql("SELECT * FROM raw_customers").to_arrow_table()
     imputed = con.sql("SELECT * FROM customers_imputed").to_arrow_table()
     assert raw.num_rows == imputed.num_rows == 1500
@@ -53,3 +68,15 @@ def test_dbt_build_imputes_and_synthesizes(tmp_path):
     ).fetchall()
     assert model == ("customers", 1500)
     con.close()
+
+
+def test_a_view_materialized_training_model_gets_an_error_naming_the_fix(tmp_path):
+    def as_view(project: Path) -> None:
+        sql = project / "models" / "customer_model.sql"
+        sql.write_text(sql.read_text().replace("materialized='table'", "materialized='view'"))
+
+    done, _ = dbt_build(tmp_path, as_view)
+    assert done.returncode != 0
+    assert "no model named 'customers'" in done.stdout
+    assert "call train_latent_diffusion, but a view never trains" in done.stdout
+    assert "materialize the training model as a table" in done.stdout

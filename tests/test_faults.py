@@ -117,7 +117,7 @@ def test_damaged_files_in_a_model_directory_give_a_clear_error(copy, damage):
         spec.write_text(spec.read_text()[:-100])
     else:
         graph.unlink()
-    ddf.api._models.clear()  # forget the loaded model so the damaged files are read
+    ddf.loading.MODELS.clear()  # forget the loaded model so the damaged files are read
     con = ddf.connect(str(path), read_only=True, model_dir=str(models))
     message = "spec is not valid JSON" if damage == "truncated spec" else "graph is missing or dam"
     with pytest.raises(duckdb.Error, match=f"model 't' in .*{message}.*"):
@@ -134,7 +134,7 @@ RACING_TRAINER = """
     from duckdb_diffusion.registry import DirectoryRegistry
     con = ddf.connect({path!r}, model_dir={models!r}, read_only=True)
     row = con.execute(
-        "SELECT model FROM train_latent_diffusion('t', model := 'shared', seed := {seed}, "
+        "SELECT name FROM train_latent_diffusion('t', model := 'shared', seed := {seed}, "
         "settings := ?)", [{settings!r}]
     ).fetchall()
     registry = DirectoryRegistry({models!r})
@@ -193,7 +193,7 @@ def test_two_connections_training_one_name_in_the_database(copy):
             ddf.install(cursor)
             rows.extend(
                 cursor.execute(
-                    "SELECT model FROM train_latent_diffusion('t', model := 'same', seed := ?, "
+                    "SELECT name FROM train_latent_diffusion('t', model := 'same', seed := ?, "
                     "settings := ?)",
                     [seed, settings],
                 ).fetchall()

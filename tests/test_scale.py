@@ -23,7 +23,7 @@ TINY = json.dumps({"max_seconds": 2, "width": 32, "depth": 1, "sampling_steps": 
 def train(con, table: str, **params) -> tuple:
     named = "".join(f", {key} := {value}" for key, value in params.items())
     return con.execute(
-        f"SELECT model, modelled_columns FROM train_latent_diffusion(?, settings := ?{named})",
+        f"SELECT name, modelled_columns FROM train_latent_diffusion(?, settings := ?{named})",
         [table, TINY],
     ).fetchall()[0]
 

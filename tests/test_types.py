@@ -42,7 +42,7 @@ def odd():
         con.execute(f'UPDATE "odd table" SET "{quoted}" = NULL WHERE id % 7 = 3')
     settings = json.dumps({**FAST, "max_seconds": 6})
     (row,) = con.execute(
-        "SELECT model, modelled_columns FROM "
+        "SELECT name, modelled_columns FROM "
         """train_latent_diffusion('"odd table"', settings := ?)""",
         [settings],
     ).fetchall()

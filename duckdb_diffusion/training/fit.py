@@ -1,24 +1,22 @@
-"""From a DuckDB relation to a stored-ready artifact: sample, encode, train, export, verify."""
+"""From a sampled Arrow table to a stored-ready artifact: encode, train, export, verify."""
 
 from __future__ import annotations
 
 import datetime as dt
 import platform
-from dataclasses import fields
 from importlib import metadata
 
-import duckdb
 import numpy as np
 import pyarrow as pa
-from sqlglot import exp
 
 from ..artifact import Artifact, encode_schema
 from ..encoding import Encoder, numeric_values
 from ..metrics import hide_cells, imputation_scores, mean_mode_fill
 from ..runtime import Model
 from ..schema import CATEGORICAL, PASSTHROUGH, ColumnSpec
+from ..settings import TrainConfig
 from .export import OPSET, check_agreement, export_graphs
-from .trainer import TrainConfig, train
+from .trainer import train
 
 CHECK_ROWS = 256
 VALIDATION_ROWS = 2000
@@ -26,22 +24,17 @@ VALIDATION_HIDE = 0.2
 
 
 def fit_artifact(
-    relation: duckdb.DuckDBPyRelation,
+    table: pa.Table,
     columns: list[ColumnSpec],
     *,
     name: str,
     source: str,
-    settings: dict,
+    config: TrainConfig,
+    source_rows: int,
+    keys: dict,
 ) -> Artifact:
-    config = make_config(settings)
-    rows = relation.aggregate("count(*)").fetchall()[0][0]
-    if rows > config.max_rows:
-        relation = relation.query(
-            "__source",
-            f"SELECT * FROM __source USING SAMPLE reservoir({int(config.max_rows)} ROWS) "
-            f"REPEATABLE ({int(config.seed)})",
-        )
-    table = relation.to_arrow_table()
+    """Train on ``table`` (the sample of the source, at most ``config.max_rows`` rows), export,
+    verify the graphs against torch, and score the stored graphs on held-out cells."""
     if table.num_rows < 2:
         raise ValueError(
             f"table {source!r} has {table.num_rows} rows: training needs at least 2 (and far more "
@@ -63,14 +56,19 @@ def fit_artifact(
     agreement = check_agreement(
         trained, graphs, encoded.num[check], encoded.cat[check], encoded.mask[check]
     )
-    metrics = {**trained.metrics, "source_rows": int(rows), "onnx_check": agreement, "opset": OPSET}
+    metrics = {
+        **trained.metrics,
+        "source_rows": int(source_rows),
+        "onnx_check": agreement,
+        "opset": OPSET,
+    }
     spec = build_spec(
         name=name,
         source=source,
         table=table,
         columns=columns,
         encoder=encoder,
-        keys=key_starts(relation, columns),
+        keys=keys,
         latent_dim=config.latent_dim,
         config=config.to_json(),
         metrics=metrics,
@@ -124,14 +122,6 @@ def _rounded(value):
     return value
 
 
-def make_config(settings: dict) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
-    return TrainConfig(**settings)
-
-
 def build_spec(
     *,
     name: str,
@@ -183,17 +173,6 @@ def library_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def key_starts(relation: duckdb.DuckDBPyRelation, columns: list[ColumnSpec]) -> dict:
-    """First fresh value for each integer key column (over the whole source, not the sample),
-    so synthetic keys never collide with real ones."""
-    keys = [c for c in columns if c.kind == PASSTHROUGH and c.reason == "unique integer key"]
-    if not keys:
-        return {}
-    maxima = [exp.func("max", exp.column(c.name, quoted=True)).sql(dialect="duckdb") for c in keys]
-    row = relation.aggregate(", ".join(maxima)).fetchall()[0]
-    return {c.name: int(v) + 1 for c, v in zip(keys, row, strict=True) if v is not None}
 
 
 def demote_unlearnable(table: pa.Table, columns: list[ColumnSpec]) -> list[ColumnSpec]:

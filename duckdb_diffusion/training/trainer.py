@@ -15,98 +15,19 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..settings import TrainConfig
 from .edm import Precond, denoising_loss
 from .networks import ColumnVAE, Denoiser, PointPredictor
 from .trees import ColumnTrees, fit_trees
 
 VALIDATE_EVERY_STEPS = 100
 VALIDATION_SAMPLES = 2048
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of training; stored in the artifact so a model says how it was made."""
-
-    seed: int = 0
-    max_seconds: float = 240.0
-    vae_share: float = 0.15  # of the time budget
-    vae_epochs: int = 60
-    diffusion_epochs: int = 1000
-    patience: int = 20  # validations (at least VALIDATE_EVERY_STEPS apart) without improvement
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    latent_dim: int = 2
-    vae_hidden: int = 64
-    kl_weight: float = 0.005
-    # The denoiser runs sampling_steps times per synthetic row, the predictor once per imputed
-    # row: a narrower denoiser buys synthesis speed where quality held (width 160 vs 256 on
-    # california and adult: column shape 0.045 vs 0.044, 0.071 vs 0.073), while the predictor,
-    # which sets imputation error, keeps its width.
-    width: int = 160
-    predictor_width: int = 256
-    depth: int = 3
-    ema_decay: float = 0.998
-    unconditional_share: float = 0.1
-    sampling_steps: int = 8  # DPM-Solver++(2M) steps: one network evaluation each
-    validation_share: float = 0.1
-    max_rows: int = 200_000
-    # Boosted trees for categorical cells beside the point predictor (trees.py), with at most
-    # this share of the budget; off, imputation of categories is the predictor's alone.
-    category_trees: bool = True
-    tree_share: float = 0.1
-    progress: bool = True
-
-    def __post_init__(self):
-        for setting in fields(self):
-            value = getattr(self, setting.name)
-            if setting.type == "bool":
-                if not isinstance(value, bool):
-                    raise ValueError(f"setting {setting.name} must be true or false, got {value!r}")
-                continue
-            low, high = _LIMITS[setting.name]
-            integral = setting.type == "int"
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or (integral and int(value) != value) or not low <= value <= high:
-                kind = "an integer" if integral else "a number"
-                raise ValueError(
-                    f"setting {setting.name} must be {kind} in [{low}, {high}], got {value!r}"
-                )
-            setattr(self, setting.name, int(value) if integral else float(value))
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-# Inclusive bounds of each numeric setting: wide enough for any sane use, narrow enough to
-# turn a typo (a negative budget, a share above 1) into an error before any work is done.
-_LIMITS = {
-    "seed": (0, 2**63 - 1),
-    "max_seconds": (1e-3, 7 * 24 * 3600),
-    "vae_share": (0.01, 0.99),
-    "vae_epochs": (1, 100_000),
-    "diffusion_epochs": (1, 1_000_000),
-    "patience": (1, 1_000_000),
-    "batch_size": (2, 1_000_000),
-    "learning_rate": (1e-8, 1.0),
-    "latent_dim": (1, 64),
-    "vae_hidden": (1, 8192),
-    "kl_weight": (0.0, 100.0),
-    "width": (1, 16384),
-    "predictor_width": (1, 16384),
-    "depth": (0, 64),
-    "ema_decay": (0.0, 0.999999),
-    "unconditional_share": (0.0, 1.0),
-    "sampling_steps": (1, 1000),
-    "validation_share": (0.0, 0.9),
-    "max_rows": (2, 10**9),
-    "tree_share": (0.0, 0.9),
-}
 
 
 @dataclass

@@ -1,0 +1,113 @@
+"""Loaded models: one cache for every door, keyed by the stored model's digest.
+
+A loaded ``Model`` holds onnxruntime sessions, which are slow to create and large, so every
+door (Python, SQL planners, the UDFs that run the rows) shares one bounded, locked cache: a
+model retrained under the same name gets a new digest and so a new entry, and the old one
+ages out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import duckdb
+from sqlglot import exp
+
+from .artifact import Artifact
+from .registry import ModelNotFoundError, registry_for
+from .runtime import Model
+
+MAX_LOADED_MODELS = 32
+
+
+class ModelCache:
+    """Least-recently-used ``Model``s by digest; safe to use from any thread."""
+
+    def __init__(self, capacity: int = MAX_LOADED_MODELS):
+        self.capacity = capacity
+        self._models: OrderedDict[str, Model] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Model | None:
+        with self._lock:
+            model = self._models.get(digest)
+            if model is not None:
+                self._models.move_to_end(digest)
+            return model
+
+    def add(self, artifact: Artifact) -> Model:
+        found = self.get(artifact.digest)
+        if found is not None:
+            return found
+        model = Model(artifact)  # outside the lock: nothing slow runs under it
+        with self._lock:
+            model = self._models.setdefault(artifact.digest, model)
+            self._models.move_to_end(artifact.digest)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+
+MODELS = ModelCache()
+
+
+def load_model(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    model_dir: str | None = None,
+    table: str | None = None,
+) -> Model:
+    """The stored model ``name``; ``table`` (what it would be trained on) shapes the hint."""
+    registry = registry_for(con, model_dir)
+    try:
+        artifact = registry.load(name)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(_not_found(con, registry, name, table)) from None
+    return MODELS.add(artifact)
+
+
+def _not_found(con, registry, name: str, table: str | None) -> str:
+    table = table or name
+    literal = exp.Literal.string(table).sql(dialect="duckdb")
+    named = "" if table == name else f", model := {exp.Literal.string(name).sql('duckdb')}"
+    message = (
+        f"no model named {name!r} in {registry.describe()}; train one with "
+        f"SELECT * FROM train_latent_diffusion({literal}{named}) "
+        f"or duckdb_diffusion.train(con, {table!r}, model={name!r})"
+    )
+    views = _training_views(con)
+    if views:
+        message += (
+            f". The view(s) {views} call train_latent_diffusion, but a view never trains (it "
+            f"only stores the query): materialize the training model as a table (in dbt: "
+            f"{{{{ config(materialized='table') }}}})"
+        )
+    return message
+
+
+def _training_views(con) -> list[str]:
+    """Views whose query trains a model: the usual cause of a missing model under dbt, whose
+    default materialization is a view."""
+    try:
+        cursor = con.cursor()
+    except duckdb.Error:
+        return []
+    try:
+        rows = cursor.execute(
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
+            "WHERE NOT internal AND sql ILIKE '%train_latent_diffusion%' ORDER BY 1"
+        ).fetchall()
+    except duckdb.Error:
+        return []
+    finally:
+        cursor.close()
+    return [r[0] for r in rows]
