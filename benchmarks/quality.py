@@ -21,11 +21,15 @@ file as they come, so an interrupted run resumes where it stopped. Run from the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import duckdb
@@ -329,23 +333,60 @@ def synthesize_with(method, train, rows, categorical, config, envs, work):
 
 # -- results --------------------------------------------------------------------------------
 class Results:
-    """Rows of results in a JSON-lines file, so a stopped run resumes."""
+    """Rows of results in a JSON-lines file, so a stopped run resumes.
 
-    def __init__(self, path: Path, fresh: bool):
+    Every row carries its run's provenance (commit, versions, settings, machine), and only a
+    row of the same commit and settings counts as done: a rerun with other settings or code
+    measures again instead of reusing old rows."""
+
+    def __init__(self, path: Path, fresh: bool, config: dict):
         self.path = path
         if fresh and path.exists():
             path.unlink()
         self.rows = (
             [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         )
+        self.provenance = provenance(config)
+        measured = {k: v for k, v in config.items() if k not in ("skip", "peer_timeout")}
+        self.run = hashlib.sha256(
+            json.dumps([self.provenance["commit"], measured], sort_keys=True).encode()
+        ).hexdigest()[:16]
 
     def has(self, key: dict) -> bool:
-        return any(all(row.get(k) == v for k, v in key.items()) for row in self.rows)
+        return any(
+            row.get("run") == self.run and all(row.get(k) == v for k, v in key.items())
+            for row in self.rows
+        )
 
     def add(self, row: dict) -> None:
+        row = {**row, "run": self.run, "provenance": self.provenance}
         self.rows.append(row)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+def provenance(config: dict) -> dict:
+    """Where a row of results comes from: commit (and whether the tree had changes), library
+    versions, settings and machine."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    versions = {}
+    for package in ("duckdb", "onnxruntime", "torch", "numpy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "commit": git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain") else ""),
+        "versions": versions,
+        "settings": config,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 SHORT = {
@@ -499,7 +540,7 @@ def main() -> None:
     results_dir = ROOT / "benchmarks" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     tag = "quick" if args.quick else "full"
-    results = Results(args.results or results_dir / f"quality-{tag}.jsonl", args.fresh)
+    results = Results(args.results or results_dir / f"quality-{tag}.jsonl", args.fresh, config)
     envs = Environments(args.venvs)
     started = time.perf_counter()
     tables = {}
@@ -523,7 +564,13 @@ def main() -> None:
             if seed == 0 and "synthesize" in args.tasks:
                 for dataset, truth in tables.items():
                     synthesis_runs(dataset, truth, config, envs, results, work)
-    text = markdown(results.rows, config, envs.failed)
+    # This run's rows (a results file may hold other runs'); --tables-only prints them all.
+    rows = (
+        results.rows
+        if args.tables_only
+        else [r for r in results.rows if r.get("run") == results.run]
+    )
+    text = markdown(rows, config, envs.failed)
     text += f"\n{tag} run, {config}, {time.perf_counter() - started:.0f} s this invocation\n"
     out = args.out or results_dir / f"quality-{tag}.md"
     out.write_text(text)

@@ -75,18 +75,7 @@ def impute(
 
     A lazy relation on ``con``: it streams when read (a table larger than memory works) and
     runs again each time it is read; keep a result with ``.create("name")``."""
-    prepared = prepare.impute(
-        con,
-        table,
-        model,
-        seed=arguments.seed(seed),
-        draws=arguments.draws(draws),
-        model_dir=model_dir,
-    )
-    # The caller's connection is at hand here, so the table's columns are checked now, with
-    # the check the SQL door runs while planning (where a missing column is DuckDB's error).
-    relation = prepared.source.relation(con, caller_sql)
-    check_columns(table, prepared.model, relation.columns, [str(t) for t in relation.types])
+    prepared, _ = _checked_impute(con, table, model, seed, draws, model_dir)
     impute_name, _ = ensure_functions(con, prepared.model)
     return caller_sql(con, plans.impute_sql(prepared, impute_name))
 
@@ -101,10 +90,42 @@ def impute_batches(
     batch_rows: int = BATCH_ROWS,
     model_dir: str | None = None,
 ) -> pa.RecordBatchReader:
-    """The imputed table as Arrow record batches of up to ``batch_rows`` rows (``con`` is busy
-    until the reader is exhausted)."""
-    relation = impute(con, table, model, seed=seed, draws=draws, model_dir=model_dir)
-    return relation.to_arrow_reader(arguments.batch_rows(batch_rows))
+    """The imputed table as Arrow record batches of up to ``batch_rows`` rows, each handed to
+    the model whole (no 2,048-row UDF calls: the path for large batches and for a GPU). The
+    table is read on ``con``, which is busy until the reader is drained."""
+    batch_rows = arguments.batch_rows(batch_rows)
+    prepared, relation = _checked_impute(con, table, model, seed, draws, model_dir)
+    reader = relation.to_arrow_reader(batch_rows)
+    loaded = prepared.model
+    batches = (loaded.impute_batch(b, prepared.seed, prepared.draws) for b in reader)
+    return pa.RecordBatchReader.from_batches(reader.schema, batches)
+
+
+def _checked_impute(con, table, model, seed, draws, model_dir):
+    """The prepared call and the table as a relation on ``con``. The caller's connection is at
+    hand here, so the table's columns are checked now, with the check the SQL door runs while
+    planning (where a missing column is DuckDB's binder error)."""
+    prepared = prepare.impute(
+        con,
+        table,
+        model,
+        seed=arguments.seed(seed),
+        draws=arguments.draws(draws),
+        model_dir=model_dir,
+    )
+    relation = prepared.source.relation(con, caller_sql)
+    check_columns(table, prepared.model, relation.columns, [str(t) for t in relation.types])
+    return prepared, relation
+
+
+def _prepared_synthesis(con, model, n, seed, model_dir):
+    return prepare.synthesize(
+        con,
+        arguments.text("model", model),
+        n=arguments.row_count(n),
+        seed=arguments.seed(seed),
+        model_dir=model_dir,
+    )
 
 
 def synthesize(
@@ -117,13 +138,7 @@ def synthesize(
 ) -> duckdb.DuckDBPyRelation:
     """``n`` new rows with the training table's columns and types (a lazy relation, like
     ``impute``'s)."""
-    prepared = prepare.synthesize(
-        con,
-        arguments.text("model", model),
-        n=arguments.row_count(n),
-        seed=arguments.seed(seed),
-        model_dir=model_dir,
-    )
+    prepared = _prepared_synthesis(con, model, n, seed, model_dir)
     _, synth_name = ensure_functions(con, prepared.model)
     return con.sql(plans.synthesize_sql(prepared, synth_name))
 
@@ -137,9 +152,16 @@ def synthesize_batches(
     batch_rows: int = BATCH_ROWS,
     model_dir: str | None = None,
 ) -> pa.RecordBatchReader:
-    """``n`` new rows as Arrow record batches of up to ``batch_rows`` rows."""
-    relation = synthesize(con, model, n, seed=seed, model_dir=model_dir)
-    return relation.to_arrow_reader(arguments.batch_rows(batch_rows))
+    """``n`` new rows as Arrow record batches of up to ``batch_rows`` rows, each made by the
+    model in one call; the same rows as ``synthesize`` (rows are keyed by their ordinal)."""
+    batch_rows = arguments.batch_rows(batch_rows)
+    prepared = _prepared_synthesis(con, model, n, seed, model_dir)
+    loaded, total = prepared.model, prepared.n
+    batches = (
+        loaded.synthesize_batch(start, min(batch_rows, total - start), prepared.seed)
+        for start in range(0, total, batch_rows)
+    )
+    return pa.RecordBatchReader.from_batches(loaded.schema, batches)
 
 
 def caller_sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:

@@ -24,6 +24,9 @@ import pyarrow.compute as pc
 from .schema import CATEGORICAL, NUMERIC, TEMPORAL, ColumnSpec
 
 MAX_KNOTS = 1024
+# A column of at most MAX_KNOTS values, each seen this often on average, is decoded as discrete.
+DISCRETE_REPEATS = 5
+GRID_DECIMALS = 6
 # Levels rarer than this share one bucket, so the model does not spend capacity on noise.
 RARE_FRACTION = 0.0005
 MAX_LEVELS = 256
@@ -37,13 +40,35 @@ class Encoded:
 
 
 class NumericTransform:
-    """Quantile-normal transform of one numeric or temporal column (a monotone lookup table)."""
+    """Quantile-normal transform of one numeric or temporal column (a monotone lookup table).
 
-    def __init__(self, knots_x, knots_z, integral: bool, scale: int | None = None):
+    Real columns are seldom continuous: counts, ages and prices sit on a grid (integers, two
+    decimals, multiples of 100) and many columns take a few dozen values. A transform learns
+    which: a *discrete* column (at most ``MAX_KNOTS`` values, each seen ``DISCRETE_REPEATS``
+    times on average) is a set of point masses in normal-score space (each value's mid-rank
+    score), and a score decodes to the value of the nearest one, as a category decodes to its
+    most likely level: synthetic values are training values, at the rates the model gives
+    them. (Decoding by each value's probability interval instead was tried: the model's
+    scores scatter around the point masses, and a frequent value's wide interval took its
+    neighbours' rows, 0.85 instead of 0.60 in the test.) Any other column decodes by
+    interpolation and is rounded onto its *grid* (offset + k * step), if it has one.
+    """
+
+    def __init__(
+        self,
+        knots_x,
+        knots_z,
+        integral: bool,
+        scale: int | None = None,
+        discrete: bool = False,
+        grid: dict | None = None,
+    ):
         self.knots_x = np.asarray(knots_x, dtype=np.float64)
         self.knots_z = np.asarray(knots_z, dtype=np.float64)
         self.integral = integral
         self.scale = scale
+        self.discrete = discrete
+        self.grid = grid  # {"offset", "step", "decimals"} or None
 
     @classmethod
     def fit(cls, values: np.ndarray, integral: bool, scale: int | None = None):
@@ -52,15 +77,17 @@ class NumericTransform:
         # Mid-rank probability of each distinct value; ties share one normal score.
         upper = np.cumsum(counts)
         prob = (upper - counts / 2.0) / len(values)
+        eps = 0.5 / max(len(values), 1)
+        ppf = NormalDist().inv_cdf
+        discrete = 1 < len(unique) <= MAX_KNOTS and len(values) >= DISCRETE_REPEATS * len(unique)
+        grid = None if discrete else value_grid(unique)
         if len(unique) > MAX_KNOTS:
             pick = np.unique(np.linspace(0, len(unique) - 1, MAX_KNOTS).round().astype(int))
             unique, prob = unique[pick], prob[pick]
-        eps = 0.5 / len(values)
-        ppf = NormalDist().inv_cdf
         z = np.array([ppf(min(max(p, eps), 1 - eps)) for p in prob])
         if len(unique) == 1:
             z = np.zeros(1)
-        return cls(unique, z, integral, scale)
+        return cls(unique, z, integral, scale, discrete, grid)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if len(self.knots_x) == 1:
@@ -70,10 +97,16 @@ class NumericTransform:
     def inverse(self, z: np.ndarray) -> np.ndarray:
         if len(self.knots_x) == 1:
             return np.full_like(z, self.knots_x[0], dtype=np.float64)
+        if self.discrete:
+            midpoints = (self.knots_z[1:] + self.knots_z[:-1]) / 2
+            return self.knots_x[np.searchsorted(midpoints, z)]
         return np.interp(z, self.knots_z, self.knots_x)
 
     def finish(self, x: np.ndarray) -> np.ndarray:
-        """Round a value in data space as the column's type requires."""
+        """Round a value in data space as the column's grid and type require."""
+        if self.grid is not None:
+            offset, step = self.grid["offset"], self.grid["step"]
+            x = np.round(offset + np.round((x - offset) / step) * step, self.grid["decimals"])
         if self.integral:
             return np.round(x)
         if self.scale is not None:
@@ -86,11 +119,41 @@ class NumericTransform:
             "knots_z": self.knots_z.tolist(),
             "integral": self.integral,
             "scale": self.scale,
+            "discrete": self.discrete,
+            "grid": self.grid,
         }
 
     @classmethod
     def from_json(cls, data: dict):
-        return cls(data["knots_x"], data["knots_z"], data["integral"], data.get("scale"))
+        return cls(
+            data["knots_x"],
+            data["knots_z"],
+            data["integral"],
+            data.get("scale"),
+            data.get("discrete", False),  # models stored before grids have neither
+            data.get("grid"),
+        )
+
+
+def value_grid(unique: np.ndarray) -> dict | None:
+    """The grid a column's distinct values lie on: the fewest decimals that write every value
+    exactly, and the largest step (in those units) that all gaps between values are multiples
+    of, from the smallest value. None when no grid up to ``GRID_DECIMALS`` decimals fits."""
+    if len(unique) < 3 or np.abs(unique).max() * 10**GRID_DECIMALS >= 2**53:
+        return None
+    for decimals in range(GRID_DECIMALS + 1):
+        scaled = unique * 10.0**decimals
+        whole = np.round(scaled)
+        if np.all(np.abs(scaled - whole) <= 1e-9 * np.maximum(1.0, np.abs(scaled))):
+            step = int(np.gcd.reduce(np.diff(whole.astype(np.int64))))
+            if step <= 0:
+                return None
+            return {
+                "offset": float(unique[0]),
+                "step": step / 10.0**decimals,
+                "decimals": decimals,
+            }
+    return None
 
 
 class Vocabulary:

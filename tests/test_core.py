@@ -267,3 +267,14 @@ def test_training_is_reproducible_when_epochs_end_it(tmp_path):
         digests.append(spec["graphs"])
         con.close()
     assert digests[0] == digests[1]
+
+
+def test_the_batch_paths_give_what_sql_gives(housing):
+    ddf.install(housing)
+    sql = housing.sql("SELECT * FROM impute_latent_diffusion('housing', seed := 2)")
+    batches = ddf.impute_batches(housing, "housing", seed=2, batch_rows=300)
+    assert pa.Table.from_batches(list(batches)).equals(sql.to_arrow_table())
+    expected = housing.sql("SELECT * FROM synthesize_rows('housing', 700, seed := 2)")
+    expected = expected.to_arrow_table()
+    batches = ddf.synthesize_batches(housing, "housing", 700, seed=2, batch_rows=256)
+    assert pa.Table.from_batches(list(batches)).cast(expected.schema).equals(expected)

@@ -138,6 +138,42 @@ def test_sql_training_in_memory_matches_python_training():
     assert digests[0] == digests[1]
 
 
+def test_trainings_at_once_on_two_threads_are_reproducible():
+    """torch's random state is process-wide: concurrent trainings take turns, so each gives
+    what it gives alone."""
+    import threading
+
+    settings = json.dumps({**FAST, "max_seconds": 600, "vae_epochs": 2, "diffusion_epochs": 2})
+    con = ddf.connect()
+    con.execute(
+        "CREATE TABLE c AS SELECT * FROM read_parquet(?) LIMIT 300", [data_file("california")]
+    )
+
+    def train(name: str) -> None:
+        cursor = con.cursor()
+        ddf.install(cursor)
+        cursor.execute(
+            f"SELECT * FROM train_latent_diffusion('c', model := '{name}', settings := ?)",
+            [settings],
+        ).fetchall()
+        cursor.close()
+
+    threads = [threading.Thread(target=train, args=(n,)) for n in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    train("alone")
+    graphs = {
+        name: json.loads(spec)["graphs"]
+        for name, spec in con.execute(
+            "SELECT name, spec::VARCHAR FROM duckdb_diffusion.models"
+        ).fetchall()
+    }
+    assert graphs["one"] == graphs["two"] == graphs["alone"]
+    con.close()
+
+
 def test_training_from_sql_trains_once(monkeypatch):
     calls = []
     real_train = ddf.fitting.train_from

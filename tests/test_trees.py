@@ -3,6 +3,8 @@ through SQL they impute a categorical column that a rule on other cells decides.
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import numpy as np
 import onnx
@@ -120,5 +122,35 @@ def test_no_time_left_means_no_trees_and_training_goes_on(graded):
     ddf.install(graded)
     count = graded.execute(
         "SELECT count(*) FROM impute_latent_diffusion('hurried') WHERE grade IS NULL"
+    ).fetchall()
+    assert count == [(0,)]
+
+
+def test_trees_that_cannot_be_exported_are_dropped_with_a_warning(graded, monkeypatch, caplog):
+    """A scikit-learn whose private tree arrays changed must not stop training: the model is
+    stored without the trees, and says why."""
+
+    def changed_layout(*args, **kwargs):
+        raise AttributeError(
+            "'HistGradientBoostingClassifier' object has no attribute '_predictors'"
+        )
+
+    monkeypatch.setattr(trees, "attach", changed_layout)
+    graded.execute("CREATE TABLE fragile AS SELECT region, score, grade FROM graded")
+    ddf.install(graded)
+    settings = json.dumps({**FAST, "max_seconds": 4})
+    with caplog.at_level("WARNING", logger="duckdb_diffusion"):
+        graded.execute(
+            "SELECT * FROM train_latent_diffusion('fragile', settings := ?)", [settings]
+        ).fetchall()
+    assert "category trees could not be exported" in caplog.text
+    (dropped,) = graded.execute(
+        "SELECT metrics->>'$.trees.dropped' FROM latent_diffusion_models() WHERE name = 'fragile'"
+    ).fetchall()[0]
+    assert "_predictors" in dropped
+    graph = onnx.load_from_string(ddf.load_model(graded, "fragile").artifact.graphs["impute"])
+    assert not any(n.op_type == "TreeEnsemble" for n in graph.graph.node)
+    count = graded.execute(
+        "SELECT count(*) FROM impute_latent_diffusion('fragile') WHERE grade IS NULL"
     ).fetchall()
     assert count == [(0,)]

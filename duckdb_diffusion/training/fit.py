@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 from importlib import metadata
 
@@ -18,6 +19,7 @@ from ..settings import TrainConfig
 from .export import OPSET, check_agreement, export_graphs
 from .trainer import train
 
+log = logging.getLogger("duckdb_diffusion")
 CHECK_ROWS = 256
 VALIDATION_ROWS = 2000
 VALIDATION_HIDE = 0.2
@@ -51,10 +53,9 @@ def fit_artifact(
     encoder = Encoder.fit(table, modelled)
     encoded = encoder.encode(table)
     trained = train(encoded.num, encoded.cat, encoded.mask, encoder.category_sizes, config)
-    graphs = export_graphs(trained, encoded.num.shape[1], encoder.category_sizes)
     check = trained.validation_rows[:CHECK_ROWS]
-    agreement = check_agreement(
-        trained, graphs, encoded.num[check], encoded.cat[check], encoded.mask[check]
+    graphs, agreement = export_checked(
+        trained, encoded.num.shape[1], encoder.category_sizes, encoded, check
     )
     metrics = {
         **trained.metrics,
@@ -78,6 +79,30 @@ def fit_artifact(
     return Artifact.create(
         {**spec, "metrics": {**metrics, "validation_imputation": validation}}, graphs
     )
+
+
+def export_checked(trained, n_numeric: int, sizes: list[int], encoded, check) -> tuple:
+    """Export the graphs and prove them against torch. The category trees' export reads
+    scikit-learn's private tree arrays: if a scikit-learn release changed them (export fails
+    or disagrees), the model is stored without the trees, with a warning and the reason in
+    ``metrics.trees.dropped``, rather than not at all (the point predictor alone is the
+    ``category_trees=False`` model)."""
+
+    def attempt():
+        graphs = export_graphs(trained, n_numeric, sizes)
+        rows = (encoded.num[check], encoded.cat[check], encoded.mask[check])
+        return graphs, check_agreement(trained, graphs, *rows)
+
+    if not trained.trees:
+        return attempt()
+    try:
+        return attempt()
+    except Exception as error:  # any failure of the trees' export
+        log.warning("category trees could not be exported (%s); stored without them", error)
+        trained.trees = []
+        trees = trained.metrics.get("trees", {})
+        trained.metrics["trees"] = {**trees, "dropped": f"{type(error).__name__}: {error}"[:500]}
+        return attempt()
 
 
 def validation_imputation(

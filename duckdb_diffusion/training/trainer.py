@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -43,7 +44,24 @@ class TrainedModel:
     trees: list[ColumnTrees] = field(default_factory=list)
 
 
+# torch's random state is process-wide: two trainings at once (dbt threads, two cursors) would
+# draw from one stream and neither would be reproducible, so trainings in a process take turns
+# (each still uses every core; on a 2-core machine running them side by side saved nothing).
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def train(
+    num: np.ndarray,
+    cat: np.ndarray,
+    mask: np.ndarray,
+    category_sizes: list[int],
+    config: TrainConfig,
+) -> TrainedModel:
+    with _ONE_AT_A_TIME:
+        return _train(num, cat, mask, category_sizes, config)
+
+
+def _train(
     num: np.ndarray,
     cat: np.ndarray,
     mask: np.ndarray,

@@ -1,0 +1,49 @@
+"""Numbers come out on the grid their column lives on: two-decimal prices stay two-decimal,
+multiples of 10 stay multiples of 10, and a column of a few values gets those values with
+their frequencies (synthesis through SQL; imputation too)."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb_diffusion as ddf
+
+from .conftest import FAST
+
+RATINGS = {1.0: 0.05, 2.5: 0.15, 3.0: 0.2, 4.5: 0.6}
+
+
+def test_synthetic_and_imputed_numbers_lie_on_the_columns_grid():
+    con = ddf.connect()
+    con.execute(
+        """CREATE TABLE shop AS SELECT
+             round(5 + (hash(range, 'p') % 100000) / 1000.0 + 3 * (range % 4), 2)::DOUBLE AS price,
+             CASE WHEN u < 0.05 THEN 1.0 WHEN u < 0.2 THEN 2.5 WHEN u < 0.4 THEN 3.0 ELSE 4.5 END
+               AS rating,
+             (10 * (hash(range, 'c') % 40))::INTEGER AS stock,
+             CASE WHEN range % 4 = 0 THEN 'a' ELSE 'b' END AS kind
+           FROM (SELECT range, (hash(range, 'u') % 10000) / 10000.0 AS u FROM range(3000))"""
+    )
+    con.execute(
+        "SELECT * FROM train_latent_diffusion('shop', settings := ?)",
+        [json.dumps({**FAST, "max_seconds": 600, "vae_epochs": 10, "diffusion_epochs": 60})],
+    ).fetchall()
+    rows = con.sql("SELECT * FROM synthesize_rows('shop', 4000, seed := 1)").to_arrow_table()
+    prices = rows.column("price").to_pylist()
+    assert all(abs(p * 100 - round(p * 100)) < 1e-6 for p in prices)
+    assert len(set(prices)) > 500  # on the grid, not copies of a few training values
+    assert all(s % 10 == 0 for s in rows.column("stock").to_pylist())
+    ratings = rows.column("rating").to_pylist()
+    assert set(ratings) <= set(RATINGS)
+    shares = {r: ratings.count(r) / len(ratings) for r in RATINGS}
+    total_variation = sum(abs(shares[r] - p) for r, p in RATINGS.items()) / 2
+    assert total_variation < 0.12, shares
+
+    con.execute("CREATE TABLE holes AS SELECT * FROM shop")
+    con.execute("UPDATE holes SET rating = NULL, price = NULL WHERE hash(price) % 5 = 0")
+    filled = con.sql(
+        "SELECT * FROM impute_latent_diffusion('holes', model := 'shop')"
+    ).to_arrow_table()
+    assert filled.column("rating").null_count == 0
+    assert set(filled.column("rating").to_pylist()) <= set(RATINGS)
+    assert all(abs(p * 100 - round(p * 100)) < 1e-6 for p in filled.column("price").to_pylist())
