@@ -106,10 +106,6 @@ def train_from(
     cursor = con.cursor()
     try:
         table = _typed_sample(cursor, values, row_type)
-    finally:
-        cursor.close()
-    cursor = con.cursor()
-    try:
         types = list(struct_fields(cursor, row_type).values())
     finally:
         cursor.close()
