@@ -1,6 +1,7 @@
 """Numbers come out on the grid their column lives on: two-decimal prices stay two-decimal,
-multiples of 10 stay multiples of 10, and a column of a few values gets those values with
-their frequencies (synthesis through SQL; imputation too)."""
+multiples of 10 stay multiples of 10, a column of a few values gets those values with their
+frequencies, and a value that holds a fifth of a continuous column (zero amounts) keeps its
+share (synthesis through SQL; imputation too)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def test_synthetic_and_imputed_numbers_lie_on_the_columns_grid():
              CASE WHEN u < 0.05 THEN 1.0 WHEN u < 0.2 THEN 2.5 WHEN u < 0.4 THEN 3.0 ELSE 4.5 END
                AS rating,
              (10 * (hash(range, 'c') % 40))::INTEGER AS stock,
-             CASE WHEN range % 4 = 0 THEN 'a' ELSE 'b' END AS kind
+             CASE WHEN range % 4 = 0 THEN 'a' ELSE 'b' END AS kind,
+             CASE WHEN hash(range, 'z') % 5 = 0 THEN 0.0
+                  ELSE round(exp(4 + (hash(range, 'a') % 1000) / 300.0)) END AS amount
            FROM (SELECT range, (hash(range, 'u') % 10000) / 10000.0 AS u FROM range(3000))"""
     )
     con.execute(
@@ -33,6 +36,9 @@ def test_synthetic_and_imputed_numbers_lie_on_the_columns_grid():
     assert all(abs(p * 100 - round(p * 100)) < 1e-6 for p in prices)
     assert len(set(prices)) > 500  # on the grid, not copies of a few training values
     assert all(s % 10 == 0 for s in rows.column("stock").to_pylist())
+    # A continuous column with a spike (a fifth of the amounts are 0) keeps the spike.
+    zeros = sum(a == 0 for a in rows.column("amount").to_pylist()) / rows.num_rows
+    assert 0.1 < zeros < 0.3, zeros
     ratings = rows.column("rating").to_pylist()
     assert set(ratings) <= set(RATINGS)
     shares = {r: ratings.count(r) / len(ratings) for r in RATINGS}
