@@ -44,10 +44,10 @@ def train(
         "passthrough": arguments.column_names("passthrough", passthrough),
     }
     config_fields = {k: v for k, v in settings.items() if k not in ("categorical", "passthrough")}
-    make_config(config_fields)  # every setting checked before the table is read
+    config = make_config(config_fields)  # every setting checked before the table is read
     source, name = prepare.source_and_name(table, model)
     fitting.check_can_train(con, model_dir)
-    rows, statistics, sample = fitting.read_inputs(con, source.sql, config_fields, caller_sql)
+    rows, statistics, sample = fitting.read_inputs(con, source.sql, config, caller_sql)
     info = fitting.train_from(
         con,
         name=name,

@@ -64,9 +64,8 @@ def inputs_sql(source_sql: str, max_rows: int, seed: int) -> list[str]:
     ]
 
 
-def read_inputs(con: duckdb.DuckDBPyConnection, source_sql: str, settings: dict, run):
+def read_inputs(con: duckdb.DuckDBPyConnection, source_sql: str, config, run):
     """Run the three input queries on ``con`` through ``run(con, sql)`` (the Python door)."""
-    config = make_config(settings)
     parts = ", ".join(
         f"({q}) AS c{i}" for i, q in enumerate(inputs_sql(source_sql, config.max_rows, config.seed))
     )

@@ -12,11 +12,11 @@ import threading
 from collections import OrderedDict
 
 import duckdb
-from sqlglot import exp
 
 from .artifact import Artifact
 from .registry import ModelNotFoundError, registry_for
 from .runtime import Model
+from .source import sql_literal
 
 MAX_LOADED_MODELS = 32
 
@@ -77,8 +77,8 @@ def load_model(
 
 def _not_found(con, registry, name: str, table: str | None) -> str:
     table = table or name
-    literal = exp.Literal.string(table).sql(dialect="duckdb")
-    named = "" if table == name else f", model := {exp.Literal.string(name).sql('duckdb')}"
+    literal = sql_literal(table)
+    named = "" if table == name else f", model := {sql_literal(name)}"
     message = (
         f"no model named {name!r} in {registry.describe()}; train one with "
         f"SELECT * FROM train_latent_diffusion({literal}{named}) "

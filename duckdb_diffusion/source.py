@@ -62,6 +62,19 @@ def parse_source(text: str) -> Source:
     return Source(text, sql, table.name)
 
 
+def sql_identifier(name: str) -> str:
+    """A column or table name as a quoted DuckDB identifier."""
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+
+
+def sql_literal(value) -> str:
+    """A Python string, number or None as a DuckDB literal (strings escaped, never pasted)."""
+    if value is None:
+        return "NULL"
+    node = exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
+    return node.sql(dialect="duckdb")
+
+
 def _subquery(text: str) -> str:
     try:
         statements = sqlglot.parse(text, dialect="duckdb")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-from sqlglot import exp
 
 from .artifact import Artifact
 from .schema import PASSTHROUGH
+from .source import sql_identifier, sql_literal
 
 # Field -> DuckDB type, in the order every door shows them.
 COLUMNS = {
@@ -65,28 +65,20 @@ def to_wire(row: dict) -> dict:
 def casts() -> str:
     """The SELECT list that types the summary columns of a row read as text (``WIRE_TYPES``):
     training's result and the registry listing share it."""
-    return ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in COLUMNS.items())
+    return ", ".join(
+        f"CAST({sql_identifier(c)} AS {t}) AS {sql_identifier(c)}" for c, t in COLUMNS.items()
+    )
 
 
 def values_sql(rows: list[dict]) -> str:
     """The rows as one typed SELECT (the registry listing)."""
-    names = ", ".join(_ident(c) for c in COLUMNS)
+    names = ", ".join(sql_identifier(c) for c in COLUMNS)
     if not rows:
-        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in COLUMNS.items())
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {sql_identifier(c)}" for c, t in COLUMNS.items())
         return f"SELECT {empty} WHERE false"
     tuples = []
     for row in rows:
         wire = to_wire(row)
-        values = [_literal(wire[c]).sql(dialect="duckdb") for c in COLUMNS]
+        values = [sql_literal(wire[c]) for c in COLUMNS]
         tuples.append("(" + ", ".join(values) + ")")
     return f"SELECT {casts()} FROM (VALUES {', '.join(tuples)}) AS t({names}) ORDER BY name"
-
-
-def _literal(value) -> exp.Expression:
-    if value is None:
-        return exp.null()
-    return exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
-
-
-def _ident(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")

@@ -16,7 +16,7 @@ import duckdb
 from ..artifact import ArtifactError
 from ..registry import registry_for
 from ..runtime import Model, log
-from ..schema import ColumnSpec
+from ..schema import PASSTHROUGH, ColumnSpec
 from ..summary import WIRE_TYPES
 from . import planners, plans, udfs
 from .registration import (
@@ -81,7 +81,7 @@ def after_training(con: duckdb.DuckDBPyConnection, name: str, model_dir: str | N
 
 def _register_model(con, instance: Instance, columns: list[ColumnSpec]) -> None:
     impute_name, synth_name = function_names(columns)
-    modelled = [c for c in columns if c.kind != "passthrough"]
+    modelled = [c for c in columns if c.kind != PASSTHROUGH]
     if impute_name not in instance.functions:
         returns = struct_type({c.name: c.duckdb_type for c in modelled})
         register(con, impute_name, udfs.impute(instance, [c.name for c in modelled]), None, returns)

@@ -29,11 +29,10 @@ Why the impute query has this shape:
 
 from __future__ import annotations
 
-from sqlglot import exp
-
 from .. import summary
 from ..prepare import Prepared
 from ..schema import PASSTHROUGH
+from ..source import sql_identifier, sql_literal
 
 CHECK_FUNCTION = "ddf_check_columns"
 TRAIN_FUNCTION = "ddf_train"
@@ -42,7 +41,7 @@ TRAIN_FUNCTION = "ddf_train"
 def impute_sql(prepared: Prepared, function: str) -> str:
     model = prepared.model
     modelled = [c for c in model.columns if c.kind != PASSTHROUGH]
-    names = [_ident(c.name) for c in modelled]
+    names = [sql_identifier(c.name) for c in modelled]
     check = (
         f"{CHECK_FUNCTION}({_text(model.artifact.digest)}, {_text(prepared.source.text)}, "
         f"{_text(model.name)}, {_list(c.name for c in modelled)}, "
@@ -91,14 +90,9 @@ def train_sql(
 
 
 def _text(value: str | None) -> str:
-    if value is None:
-        return "NULL::VARCHAR"
-    return exp.Literal.string(str(value)).sql(dialect="duckdb")
+    """A text argument; NULL typed, so a UDF's signature still matches."""
+    return "NULL::VARCHAR" if value is None else sql_literal(str(value))
 
 
 def _list(values) -> str:
     return "[" + ", ".join(_text(v) for v in values) + "]::VARCHAR[]"
-
-
-def _ident(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
