@@ -5,6 +5,8 @@ extra (torch), imported only when called.
 """
 
 from .api import (
+    export_model,
+    import_model,
     impute,
     impute_batches,
     models,
@@ -26,6 +28,8 @@ __all__ = [
     "SourceError",
     "connect",
     "evaluate",
+    "export_model",
+    "import_model",
     "impute",
     "impute_batches",
     "install",

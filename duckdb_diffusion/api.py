@@ -8,6 +8,7 @@ with ``USE`` is found exactly as ``SELECT * FROM <table>`` would find it.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import duckdb
@@ -15,14 +16,25 @@ import pyarrow as pa
 
 from . import arguments, fitting, prepare
 from .loading import load_model
+from .registry import DatabaseRegistry, DirectoryRegistry
 from .runtime import DEFAULT_DRAWS
 from .schema import check_model_columns as check_columns
-from .settings import make_config
+from .settings import config_of
 from .sql import after_training, ensure_functions, plans
+from .summary import summary
 
 BATCH_ROWS = 65_536
 model_name = prepare.model_name
-__all__ = ["impute", "impute_batches", "load_model", "models", "synthesize", "train"]
+__all__ = [
+    "export_model",
+    "import_model",
+    "impute",
+    "impute_batches",
+    "load_model",
+    "models",
+    "synthesize",
+    "train",
+]
 
 
 def train(
@@ -43,16 +55,41 @@ def train(
         "categorical": arguments.column_names("categorical", categorical),
         "passthrough": arguments.column_names("passthrough", passthrough),
     }
-    config_fields = {k: v for k, v in settings.items() if k not in ("categorical", "passthrough")}
-    config = make_config(config_fields)  # every setting checked before the table is read
+    config = config_of(settings)  # every setting checked before the table
     source, name = prepare.source_and_name(table, model)
+    return train_source(
+        con,
+        source.sql,
+        name=name,
+        label=table,
+        settings=settings,
+        model_dir=model_dir,
+        config=config,
+    )
+
+
+def train_source(
+    con: duckdb.DuckDBPyConnection,
+    source_sql: str,
+    *,
+    name: str,
+    label: str,
+    settings: dict,
+    model_dir: str | None,
+    config=None,
+    rows: int | None = None,
+) -> dict:
+    """Train ``name`` on the rows of ``source_sql``, recorded as coming from ``label``: the
+    body of ``train``, also used by the Spark and Ray doors on the sample they drew (``rows``:
+    the size of the table it was drawn from, when that is not the sample's)."""
+    config = config or config_of(settings)
     fitting.check_can_train(con, model_dir)
-    rows, statistics, sample = fitting.read_inputs(con, source.sql, config, caller_sql)
+    counted, statistics, sample = fitting.read_inputs(con, source_sql, config, caller_sql)
     info = fitting.train_from(
         con,
         name=name,
-        source=table,
-        rows=rows,
+        source=label,
+        rows=counted if rows is None else rows,
         statistics=statistics,
         sample=sample,
         settings=settings,
@@ -178,6 +215,29 @@ def caller_sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRel
         return con.sql(query)
     scope = {**frame.f_locals, "__ddf_con": con, "__ddf_query": query}
     return eval("__ddf_con.sql(__ddf_query)", frame.f_globals, scope)  # noqa: S307
+
+
+def export_model(
+    con: duckdb.DuckDBPyConnection, name: str, directory: str, *, model_dir: str | None = None
+) -> dict:
+    """Copy model ``name`` from the database of ``con`` (or from ``model_dir``) into the model
+    directory ``directory``, where Spark and Ray workers, another database or another process
+    can read it (``model_dir=directory``). Returns the model's summary."""
+    artifact = load_model(con, arguments.text("model", name), model_dir).artifact
+    registry = DirectoryRegistry(arguments.text("directory", os.fspath(directory)))
+    registry.save(artifact)
+    return summary(artifact)
+
+
+def import_model(con: duckdb.DuckDBPyConnection, name: str, directory: str) -> dict:
+    """Copy model ``name`` from the model directory ``directory`` into the database of
+    ``con`` (replacing a model of that name), ready for the SQL functions."""
+    artifact = load_model(
+        con, arguments.text("model", name), arguments.text("directory", os.fspath(directory))
+    ).artifact
+    DatabaseRegistry(con).save(artifact)
+    after_training(con, artifact.name, None)
+    return summary(artifact)
 
 
 def models(con: duckdb.DuckDBPyConnection, model_dir: str | None = None) -> list[dict]:

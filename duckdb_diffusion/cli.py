@@ -99,6 +99,22 @@ def _parser() -> argparse.ArgumentParser:
     _common(models)
     models.set_defaults(run=_models)
 
+    export = commands.add_parser(
+        "export", help="copy a stored model into a model directory (for Spark, Ray, sharing)"
+    )
+    export.add_argument("database")
+    export.add_argument("model")
+    export.add_argument("directory", help="model directory to copy it into")
+    export.set_defaults(run=_export)
+
+    import_ = commands.add_parser(
+        "import", help="copy a model from a model directory into the database"
+    )
+    import_.add_argument("database")
+    import_.add_argument("directory", help="model directory to copy it from")
+    import_.add_argument("model")
+    import_.set_defaults(run=_import)
+
     evaluate = commands.add_parser(
         "evaluate", help="measure a model on its table and write a report with plots"
     )
@@ -137,9 +153,7 @@ def _destination(parser) -> None:
 
 
 def _connect(args, read_only: bool = False):
-    if not Path(args.database).exists():
-        raise ValueError(f"database file {args.database!r} does not exist")
-    con = ddf_sql.connect(args.database, model_dir=args.model_dir, read_only=read_only)
+    con = _connect_plain(args, read_only, args.model_dir)
     con.execute("SET enable_progress_bar = true")
     return con
 
@@ -237,6 +251,30 @@ def _models(args) -> int:
         )
     con.close()
     return 0
+
+
+def _export(args) -> int:
+    from .api import export_model
+
+    con = _connect_plain(args, read_only=True)
+    info = export_model(con, args.model, args.directory)
+    print(f"model {info['name']!r} ({info['size']} bytes) copied to {args.directory}")
+    return 0
+
+
+def _import(args) -> int:
+    from .api import import_model
+
+    con = _connect_plain(args)
+    info = import_model(con, args.model, args.directory)
+    print(f"model {info['name']!r} ({info['size']} bytes) copied into {args.database}")
+    return 0
+
+
+def _connect_plain(args, read_only: bool = False, model_dir: str | None = None):
+    if not Path(args.database).exists():
+        raise ValueError(f"database file {args.database!r} does not exist")
+    return ddf_sql.connect(args.database, model_dir=model_dir, read_only=read_only)
 
 
 def _evaluate(args) -> int:

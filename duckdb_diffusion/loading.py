@@ -36,14 +36,17 @@ class ModelCache:
                 self._models.move_to_end(digest)
             return model
 
-    def add(self, artifact: Artifact) -> Model:
-        found = self.get(artifact.digest)
+    def add(self, artifact: Artifact, threads: int | None = None) -> Model:
+        """The loaded ``artifact``; ``threads`` (onnxruntime's, see ``Model``) is part of the
+        key, so a worker pinned to its cores never shares sessions sized for another."""
+        key = artifact.digest if threads is None else f"{artifact.digest}/{threads}"
+        found = self.get(key)
         if found is not None:
             return found
-        model = Model(artifact)  # outside the lock: nothing slow runs under it
+        model = Model(artifact, threads)  # outside the lock: nothing slow runs under it
         with self._lock:
-            model = self._models.setdefault(artifact.digest, model)
-            self._models.move_to_end(artifact.digest)
+            model = self._models.setdefault(key, model)
+            self._models.move_to_end(key)
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
             return model

@@ -55,8 +55,13 @@ def preferred_providers() -> list[str]:
 
 
 class Model:
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        """``threads``: onnxruntime's intra-op threads (None: ``DUCKDB_DIFFUSION_THREADS``,
+        else every core). A Spark task or Ray actor sets it to the cores it was given."""
         self.artifact = artifact
+        self.threads = (
+            int(os.environ.get("DUCKDB_DIFFUSION_THREADS", "0")) if threads is None else threads
+        )
         self.spec = artifact.spec
         self.name = artifact.name
         self.columns = [ColumnSpec.from_json(c) for c in self.spec["columns"]]
@@ -74,8 +79,7 @@ class Model:
             if graph not in self._sessions:
                 options = ort.SessionOptions()
                 options.log_severity_level = 3
-                # 0 lets onnxruntime use every core; set to pin the thread count.
-                options.intra_op_num_threads = int(os.environ.get("DUCKDB_DIFFUSION_THREADS", "0"))
+                options.intra_op_num_threads = self.threads  # 0: every core
                 providers = preferred_providers()
                 session = ort.InferenceSession(
                     self.artifact.graphs[graph], options, providers=providers

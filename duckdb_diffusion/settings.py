@@ -97,3 +97,12 @@ def make_config(settings: dict) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
     return TrainConfig(**settings)
+
+
+# Training settings that choose how columns are read rather than configure training.
+COLUMN_CHOICES = ("categorical", "passthrough")
+
+
+def config_of(settings: dict) -> TrainConfig:
+    """The ``TrainConfig`` part of a door's settings (which may also hold ``COLUMN_CHOICES``)."""
+    return make_config({k: v for k, v in settings.items() if k not in COLUMN_CHOICES})

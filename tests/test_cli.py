@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import FAST, data_file
 
-COMMANDS = ["train", "impute", "synthesize", "models", "evaluate", "demo"]
+COMMANDS = ["train", "impute", "synthesize", "models", "export", "import", "evaluate", "demo"]
 
 
 def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -130,3 +130,18 @@ def test_demo_on_a_user_file(tmp_path):
     done = cli("demo", "--data", str(path), "--max-seconds", "6")
     assert done.returncode == 0, done.stderr
     assert "houses.parquet: 400 rows, 10 columns" in done.stdout
+
+
+def test_export_and_import_a_model(housing_db, tmp_path):
+    folder = tmp_path / "models"
+    done = cli("export", str(housing_db), "housing", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "copied to" in done.stdout and (folder / "housing" / "CURRENT").is_file()
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    done = cli("import", str(other), str(folder), "housing")
+    assert done.returncode == 0, done.stderr
+    listed = cli("models", str(other))
+    assert listed.stdout.startswith("housing\t"), listed.stdout
+    missing = cli("export", str(housing_db), "nope", str(folder))
+    assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
