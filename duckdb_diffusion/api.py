@@ -12,6 +12,7 @@ import os
 import sys
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from . import arguments, fitting, prepare
@@ -106,13 +107,16 @@ def impute(
     *,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
+    imputations: int | None = None,
     model_dir: str | None = None,
 ) -> duckdb.DuckDBPyRelation:
     """``table`` with every NULL of a modelled column filled; all else as it was, in order.
+    With ``imputations=m``, m completed copies stacked under a leading ``_imputation`` column
+    (1..m), each NULL an independent posterior draw in each copy.
 
     A lazy relation on ``con``: it streams when read (a table larger than memory works) and
     runs again each time it is read; keep a result with ``.create("name")``."""
-    prepared, _ = _checked_impute(con, table, model, seed, draws, model_dir)
+    prepared, _ = _checked_impute(con, table, model, seed, draws, imputations, model_dir)
     impute_name, _ = ensure_functions(con, prepared.model)
     return caller_sql(con, plans.impute_sql(prepared, impute_name))
 
@@ -124,21 +128,34 @@ def impute_batches(
     *,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
+    imputations: int | None = None,
     batch_rows: int = BATCH_ROWS,
     model_dir: str | None = None,
 ) -> pa.RecordBatchReader:
     """The imputed table as Arrow record batches of up to ``batch_rows`` rows, each handed to
     the model whole (no 2,048-row UDF calls: the path for large batches and for a GPU). The
-    table is read on ``con``, which is busy until the reader is drained."""
+    table is read on ``con``, which is busy until the reader is drained; with
+    ``imputations=m`` it is read m times, once per copy."""
     batch_rows = arguments.batch_rows(batch_rows)
-    prepared, relation = _checked_impute(con, table, model, seed, draws, model_dir)
-    reader = relation.to_arrow_reader(batch_rows)
+    prepared, relation = _checked_impute(con, table, model, seed, draws, imputations, model_dir)
     loaded = prepared.model
-    batches = (loaded.impute_batch(b, prepared.seed, prepared.draws) for b in reader)
-    return pa.RecordBatchReader.from_batches(reader.schema, batches)
+    if prepared.imputations is None:
+        reader = relation.to_arrow_reader(batch_rows)
+        batches = (loaded.impute_batch(b, prepared.seed, prepared.draws) for b in reader)
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+    schema = pa.schema([pa.field("_imputation", pa.int32()), *relation.to_arrow_reader(1).schema])
+
+    def copies():
+        for copy in range(1, prepared.imputations + 1):
+            for batch in relation.to_arrow_reader(batch_rows):
+                filled = loaded.impute_batch(batch, prepared.seed, copy=copy)
+                number = pa.array(np.full(filled.num_rows, copy, dtype=np.int32))
+                yield pa.RecordBatch.from_arrays([number, *filled.columns], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, copies())
 
 
-def _checked_impute(con, table, model, seed, draws, model_dir):
+def _checked_impute(con, table, model, seed, draws, imputations, model_dir):
     """The prepared call and the table as a relation on ``con``. The caller's connection is at
     hand here, so the table's columns are checked now, with the check the SQL door runs while
     planning (where a missing column is DuckDB's binder error)."""
@@ -148,6 +165,7 @@ def _checked_impute(con, table, model, seed, draws, model_dir):
         model,
         seed=arguments.seed(seed),
         draws=arguments.draws(draws),
+        imputations=arguments.imputations(imputations, draws),
         model_dir=model_dir,
     )
     relation = prepared.source.relation(con, caller_sql)
@@ -155,12 +173,13 @@ def _checked_impute(con, table, model, seed, draws, model_dir):
     return prepared, relation
 
 
-def _prepared_synthesis(con, model, n, seed, model_dir):
+def _prepared_synthesis(con, model, n, seed, given, model_dir):
     return prepare.synthesize(
         con,
         arguments.text("model", model),
         n=arguments.row_count(n),
         seed=arguments.seed(seed),
+        given=given,
         model_dir=model_dir,
     )
 
@@ -171,11 +190,13 @@ def synthesize(
     n: int,
     *,
     seed: int = 0,
+    given: dict | None = None,
     model_dir: str | None = None,
 ) -> duckdb.DuckDBPyRelation:
     """``n`` new rows with the training table's columns and types (a lazy relation, like
-    ``impute``'s)."""
-    prepared = _prepared_synthesis(con, model, n, seed, model_dir)
+    ``impute``'s). ``given`` (column -> value) fixes those cells in every row and draws the
+    others from the model's distribution given them (``None`` as a value: that column NULL)."""
+    prepared = _prepared_synthesis(con, model, n, seed, given, model_dir)
     _, synth_name = ensure_functions(con, prepared.model)
     return con.sql(plans.synthesize_sql(prepared, synth_name))
 
@@ -186,16 +207,19 @@ def synthesize_batches(
     n: int,
     *,
     seed: int = 0,
+    given: dict | None = None,
     batch_rows: int = BATCH_ROWS,
     model_dir: str | None = None,
 ) -> pa.RecordBatchReader:
     """``n`` new rows as Arrow record batches of up to ``batch_rows`` rows, each made by the
     model in one call; the same rows as ``synthesize`` (rows are keyed by their ordinal)."""
     batch_rows = arguments.batch_rows(batch_rows)
-    prepared = _prepared_synthesis(con, model, n, seed, model_dir)
+    prepared = _prepared_synthesis(con, model, n, seed, given, model_dir)
     loaded, total = prepared.model, prepared.n
     batches = (
-        loaded.synthesize_batch(start, min(batch_rows, total - start), prepared.seed)
+        loaded.synthesize_batch(
+            start, min(batch_rows, total - start), prepared.seed, prepared.given
+        )
         for start in range(0, total, batch_rows)
     )
     return pa.RecordBatchReader.from_batches(loaded.schema, batches)

@@ -40,6 +40,23 @@ def draws(value) -> int:
     return whole_number("draws", value, 0, MAX_DRAWS)
 
 
+MAX_IMPUTATIONS = 100
+
+
+def imputations(value, draws_value=0) -> int | None:
+    """``imputations`` (1..100, or None: one completed table); it does not combine with
+    ``draws``, since each imputation is one posterior draw."""
+    if value is None:
+        return None
+    count = whole_number("imputations", value, 1, MAX_IMPUTATIONS)
+    if draws(draws_value) != 0:
+        raise ValueError(
+            "parameters imputations and draws do not combine: each of the imputations is one "
+            "posterior draw per NULL cell; drop draws (or imputations, for one averaged table)"
+        )
+    return count
+
+
 def row_count(value, name: str = "n") -> int:
     return whole_number(name, value, 0, MAX_ROWS)
 

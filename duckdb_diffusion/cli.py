@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"random posterior draws averaged per row; 0 (default {DEFAULT_DRAWS}) takes the "
         f"deterministic posterior centre, the most accurate and fastest",
     )
+    impute.add_argument(
+        "--imputations",
+        type=int,
+        help="multiple imputation: this many completed copies, stacked under a leading "
+        "_imputation column (1..M); each NULL an independent posterior draw",
+    )
     _destination(impute)
     _common(impute)
     impute.set_defaults(run=_impute)
@@ -90,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("model")
     synth.add_argument("-n", "--rows", type=int, required=True, help="how many rows")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--given",
+        metavar="JSON",
+        help='fixed values every row has, e.g. \'{"income": ">50K"}\' (null: that column NULL)',
+    )
     _destination(synth)
     _common(synth)
     synth.set_defaults(run=_synthesize)
@@ -198,7 +209,12 @@ def _train(args) -> int:
 
 def _impute(args) -> int:
     con = _connect(args, read_only=not args.into)
-    named = {"model": args.model, "seed": args.seed, "draws": args.draws}
+    named = {
+        "model": args.model,
+        "seed": args.seed,
+        "draws": args.draws,
+        "imputations": args.imputations,
+    }
     query, values = _call("impute_latent_diffusion", [args.table], named)
     _deliver(con, query, values, args)
     con.close()
@@ -208,6 +224,18 @@ def _impute(args) -> int:
 def _synthesize(args) -> int:
     con = _connect(args, read_only=not args.into)
     query, values = _call("synthesize_rows", [args.model, args.rows], {"seed": args.seed})
+    if args.given is not None:
+        try:
+            given = json.loads(args.given)
+        except ValueError as error:
+            raise ValueError(f"--given must be a JSON object of column: value ({error})") from None
+        if not isinstance(given, dict):
+            raise ValueError(
+                '--given must be a JSON object of column: value, e.g. {"income": ">50K"}'
+            )
+        # A JSON value is its own to_json(), so the macro hands the planner this object.
+        query = query.removesuffix(")") + ", given := ?::JSON)"
+        values.append(json.dumps(given))
     _deliver(con, query, values, args)
     con.close()
     return 0

@@ -7,12 +7,14 @@ for the SQL that runs; the CLI and dbt go through SQL. Nothing here reads the us
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import duckdb
 
 from . import arguments
 from .artifact import ArtifactError
+from .conditions import Given, check_given, parse_given
 from .loading import load_model
 from .registry import registry_for
 from .runtime import Model
@@ -29,7 +31,10 @@ class Prepared:
     model_dir: str | None
     source: Source | None = None  # impute only
     draws: int = 0
+    imputations: int | None = None  # impute only: m stacked completed copies
     n: int = 0  # synthesize only
+    given: Given | None = None  # synthesize only: checked values every row has
+    given_json: str | None = None  # the same, as the JSON text the SQL passes on
 
 
 def source_and_name(table: str, model: str | None) -> tuple[Source, str]:
@@ -56,16 +61,28 @@ def impute(
     seed: int,
     draws: int,
     model_dir: str | None,
+    imputations: int | None = None,
 ) -> Prepared:
     source, name = source_and_name(table, model)
     loaded = load_model(con, name, model_dir, table)
-    return Prepared(loaded, seed, model_dir, source=source, draws=draws)
+    return Prepared(loaded, seed, model_dir, source=source, draws=draws, imputations=imputations)
 
 
 def synthesize(
-    con: duckdb.DuckDBPyConnection, model: str, *, n: int, seed: int, model_dir: str | None
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    *,
+    n: int,
+    seed: int,
+    model_dir: str | None,
+    given=None,
 ) -> Prepared:
-    return Prepared(load_model(con, model, model_dir), seed, model_dir, n=n)
+    """``given``: None, a dict (Python) or JSON text of a struct (SQL), checked here."""
+    loaded = load_model(con, model, model_dir)
+    values = parse_given(given)
+    checked = check_given(loaded, values)
+    text = None if checked is None else json.dumps(values, default=str, sort_keys=True)
+    return Prepared(loaded, seed, model_dir, n=n, given=checked, given_json=text)
 
 
 def model_summaries(con: duckdb.DuckDBPyConnection, model_dir: str | None) -> list[dict]:

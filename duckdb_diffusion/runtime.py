@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from . import noise
 from .artifact import Artifact, decode_schema
+from .conditions import Given
 from .encoding import Encoder, fill_nulls, to_arrow
 from .schema import PASSTHROUGH, ColumnSpec
 
@@ -123,8 +124,12 @@ class Model:
 
     # -- imputation -----------------------------------------------------------------------
     def impute_batch(
-        self, batch: pa.RecordBatch, seed: int = 0, draws: int = DEFAULT_DRAWS
+        self, batch: pa.RecordBatch, seed: int = 0, draws: int = DEFAULT_DRAWS, copy: int = 0
     ) -> pa.RecordBatch:
+        """``copy`` >= 1: imputation number ``copy`` of a multiple imputation, one posterior
+        draw per NULL cell, keyed by seed, copy and row content (``draws`` is then 1)."""
+        if copy:
+            draws = 1
         encoded = self.encoder.encode(batch)
         names = self.encoder.modelled_names
         nulls = (
@@ -149,7 +154,10 @@ class Model:
             values = self.encoder.decode_numeric(num_out)
             levels = cat_out
         else:
-            keys = noise.row_keys(seed, num, cat, mask)
+            key_columns = [num, cat, mask]
+            if copy:
+                key_columns.append(np.full((rows, 1), copy, dtype=np.int64))
+            keys = noise.row_keys(seed, *key_columns)
             start = noise.normal(keys, draws * self.width).reshape(rows * draws, self.width)
             feeds = {
                 "num": np.repeat(num, draws, axis=0),
@@ -183,21 +191,32 @@ class Model:
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
     # -- synthesis ------------------------------------------------------------------------
-    def synthesize_batch(self, start: int, count: int, seed: int = 0) -> pa.RecordBatch:
-        return self.synthesize_rows(np.arange(start, start + count, dtype=np.int64), seed)
+    def synthesize_batch(
+        self, start: int, count: int, seed: int = 0, given: Given | None = None
+    ) -> pa.RecordBatch:
+        return self.synthesize_rows(np.arange(start, start + count, dtype=np.int64), seed, given)
 
-    def synthesize_rows(self, ordinals: np.ndarray, seed: int = 0) -> pa.RecordBatch:
-        """Rows number ``ordinals`` of the synthetic table for ``seed``."""
+    def synthesize_rows(
+        self, ordinals: np.ndarray, seed: int = 0, given: Given | None = None
+    ) -> pa.RecordBatch:
+        """Rows number ``ordinals`` of the synthetic table for ``seed`` (and ``given``, the
+        checked values every row has: ``conditions.check_given``)."""
         count = len(ordinals)
         keys = noise.ordinal_keys(seed, ordinals)
-        empty = np.zeros((count, len(self.encoder.modelled_names)), dtype=np.float32)
-        feeds = {
-            "num": np.zeros((count, len(self.encoder.numeric)), dtype=np.float32),
-            "cat": np.zeros((count, len(self.encoder.vocabularies)), dtype=np.int64),
-            "mask": empty,  # nothing given: every token sampled
-            "noise": noise.normal(keys, self.width),
-        }
-        num_out, cat_out = self._run("synthesize", feeds)
+        if given is None:
+            feeds = {
+                "num": np.zeros((count, len(self.encoder.numeric)), dtype=np.float32),
+                "cat": np.zeros((count, len(self.encoder.vocabularies)), dtype=np.int64),
+                # nothing given: every token sampled
+                "mask": np.zeros((count, len(self.encoder.modelled_names)), dtype=np.float32),
+            }
+            graph = "synthesize"
+        else:
+            tiled = given.repeated(count)
+            feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
+            graph = self._sampler_graph
+        feeds["noise"] = noise.normal(keys, self.width)
+        num_out, cat_out = self._run(graph, feeds)
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         values = self.encoder.decode_numeric(num_out)
         arrays = {}
@@ -215,7 +234,10 @@ class Model:
         out = []
         for position, spec in enumerate(self.columns):
             field = self.schema.field(spec.name)
-            if spec.name in arrays:
+            fixed = None if given is None else given.column(spec.name, count)
+            if fixed is not None:
+                out.append(fixed)
+            elif spec.name in arrays:
                 rate = self.spec["null_fractions"].get(spec.name, 0.0)
                 is_null = pa.array(null_draws[:, position] < rate)
                 out.append(pc.if_else(is_null, pa.nulls(count, field.type), arrays[spec.name]))

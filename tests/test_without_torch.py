@@ -34,7 +34,7 @@ def test_a_venv_without_the_train_extra_imputes(tmp_path, housing_db):
         print(rows)
         con.close()
         import duckdb_diffusion.spark, duckdb_diffusion.ray  # their engines load lazily
-        assert not {"torch", "pyspark", "ray"} & set(sys.modules), sorted(sys.modules)
+        assert not set(["torch", "pyspark", "ray"]) & set(sys.modules), sorted(sys.modules)
         """
     )
     done = subprocess.run(

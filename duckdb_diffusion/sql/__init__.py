@@ -95,8 +95,8 @@ def _register_model(con, instance: Instance, columns: list[ColumnSpec]) -> None:
 def _create_shared(con, instance: Instance) -> None:
     """The UDFs every model shares: planners, the column check, training."""
     for name, plan, arity in [
-        ("ddf_plan_impute", planners.plan_impute, 4),
-        ("ddf_plan_synthesize", planners.plan_synthesize, 3),
+        ("ddf_plan_impute", planners.plan_impute, 5),
+        ("ddf_plan_synthesize", planners.plan_synthesize, 4),
         ("ddf_plan_train", planners.plan_train, 7),
         ("ddf_plan_models", planners.plan_models, 1),
     ]:
@@ -133,8 +133,8 @@ def _planner(instance: Instance, plan, arity: int):
 
     signatures = {
         1: lambda a: run(a),
-        3: lambda a, b, c: run(a, b, c),
         4: lambda a, b, c, d: run(a, b, c, d),
+        5: lambda a, b, c, d, e: run(a, b, c, d, e),
         7: lambda a, b, c, d, e, f, g: run(a, b, c, d, e, f, g),
     }
     return signatures[arity]

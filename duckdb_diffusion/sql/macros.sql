@@ -7,13 +7,18 @@
 -- registered DataFrames and Arrow tables, replacement scans and the schema chosen with USE.
 -- draws := 0 is runtime.DEFAULT_DRAWS (the point predictor).
 
-CREATE OR REPLACE TEMP MACRO impute_latent_diffusion(tbl, model := NULL, seed := 0, draws := 0)
-AS TABLE
-SELECT * FROM query(ddf_plan_impute(tbl, model, seed::VARCHAR, draws::VARCHAR));
+-- given (a STRUCT of column := value) reaches the planner as JSON text.
 
-CREATE OR REPLACE TEMP MACRO synthesize_rows(model, n, seed := 0)
+CREATE OR REPLACE TEMP MACRO impute_latent_diffusion(tbl, model := NULL, seed := 0, draws := 0,
+    imputations := NULL)
 AS TABLE
-SELECT * FROM query(ddf_plan_synthesize(model, n::VARCHAR, seed::VARCHAR));
+SELECT * FROM query(ddf_plan_impute(tbl, model, seed::VARCHAR, draws::VARCHAR,
+    imputations::VARCHAR));
+
+CREATE OR REPLACE TEMP MACRO synthesize_rows(model, n, seed := 0, given := NULL)
+AS TABLE
+SELECT * FROM query(ddf_plan_synthesize(model, n::VARCHAR, seed::VARCHAR,
+    to_json(given)::VARCHAR));
 
 CREATE OR REPLACE TEMP MACRO train_latent_diffusion(tbl, model := NULL, seed := 0,
     max_seconds := NULL, settings := NULL, categorical := NULL, passthrough := NULL)

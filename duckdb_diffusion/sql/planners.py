@@ -15,25 +15,27 @@ from . import plans
 from .registration import Instance, require_registered
 
 
-def plan_impute(instance: Instance, cursor, table, model, seed, draws) -> str:
+def plan_impute(instance: Instance, cursor, table, model, seed, draws, imputations) -> str:
     prepared = prepare.impute(
         cursor,
         arguments.text("tbl", table),
         model,
         seed=arguments.seed(seed),
         draws=arguments.draws(draws),
+        imputations=arguments.imputations(imputations, draws),
         model_dir=instance.model_dir,
     )
     impute_name, _ = require_registered(instance, prepared.model)
     return plans.impute_sql(prepared, impute_name)
 
 
-def plan_synthesize(instance: Instance, cursor, model, n, seed) -> str:
+def plan_synthesize(instance: Instance, cursor, model, n, seed, given) -> str:
     prepared = prepare.synthesize(
         cursor,
         arguments.text("model", model),
         n=arguments.row_count(n),
         seed=arguments.seed(seed),
+        given=given,
         model_dir=instance.model_dir,
     )
     _, synth_name = require_registered(instance, prepared.model)

@@ -7,7 +7,9 @@ in the caller's context) and by the Python door (``con.sql``) alike.
                                                seed, draws, __ddf_checked, ...) AS __ddf
                        FROM (SELECT *, ddf_check_columns(digest, ..., typeof(__ddf_row))
                                        AS __ddf_checked FROM <tbl> AS __ddf_row))
-    synthesize:  SELECT unnest(ddf_synthesize_<sig>(range, seed, digest, ...)) FROM range(n)
+    imputations: SELECT 1 AS _imputation, * FROM (<impute, copy 1>) UNION ALL ... (copy m)
+    synthesize:  SELECT unnest(ddf_synthesize_<sig>(range, seed, digest, ..., given))
+                 FROM range(n)
     train:       SELECT <typed summary> FROM (SELECT unnest(ddf_train(..., (row count),
                  (statistics), (sample))))
 
@@ -39,6 +41,19 @@ TRAIN_FUNCTION = "ddf_train"
 
 
 def impute_sql(prepared: Prepared, function: str) -> str:
+    """The completed table; with ``imputations`` m, m of them stacked in long format under a
+    leading ``_imputation`` column 1..m (as R's ``mice::complete(action = "long")``), each
+    copy in the table's row order (UNION ALL keeps its inputs' order)."""
+    if prepared.imputations is None:
+        return _completed_sql(prepared, function, copy=0)
+    copies = [
+        f"SELECT {c}::INTEGER AS _imputation, * FROM ({_completed_sql(prepared, function, c)})"
+        for c in range(1, prepared.imputations + 1)
+    ]
+    return " UNION ALL ".join(copies)
+
+
+def _completed_sql(prepared: Prepared, function: str, copy: int) -> str:
     model = prepared.model
     modelled = [c for c in model.columns if c.kind != PASSTHROUGH]
     names = [sql_identifier(c.name) for c in modelled]
@@ -52,7 +67,7 @@ def impute_sql(prepared: Prepared, function: str) -> str:
     )
     call = (
         f"{function}(struct_pack({packed}), {int(prepared.seed)}, {int(prepared.draws)}, "
-        f"__ddf_checked, {_text(model.name)}, {_text(prepared.model_dir)})"
+        f"__ddf_checked, {_text(model.name)}, {_text(prepared.model_dir)}, {int(copy)})"
     )
     replaced = ", ".join(f"coalesce({n}, cast_to_type(__ddf.{n}, {n})) AS {n}" for n in names)
     return (
@@ -67,7 +82,7 @@ def synthesize_sql(prepared: Prepared, function: str) -> str:
     digest, name = _text(model.artifact.digest), _text(model.name)
     return (
         f"SELECT unnest({function}(range, {int(prepared.seed)}, {digest}, {name}, "
-        f"{_text(prepared.model_dir)})) FROM range({int(prepared.n)})"
+        f"{_text(prepared.model_dir)}, {_text(prepared.given_json)})) FROM range({int(prepared.n)})"
     )
 
 

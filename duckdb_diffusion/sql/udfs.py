@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from .. import fitting
 from ..artifact import ArtifactError
+from ..conditions import Given, check_given, parse_given
 from ..loading import MODELS, load_model
 from ..runtime import Model
 from ..schema import check_columns, struct_fields
@@ -38,11 +39,13 @@ def model_for(instance: Instance, digest: str, name: str, model_dir: str | None)
 
 
 def impute(instance: Instance, names: list[str]):
-    def run(rows, seed, draws, digest, name, model_dir):
+    def run(rows, seed, draws, digest, name, model_dir, copy):
         model = model_for(instance, _first(digest), _first(name), _first(model_dir))
         rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
         batch = pa.RecordBatch.from_struct_array(rows)
-        filled = model.impute_batch(batch, int(_first(seed)), int(_first(draws)))
+        filled = model.impute_batch(
+            batch, int(_first(seed)), int(_first(draws)), copy=int(_first(copy))
+        )
         return pa.StructArray.from_arrays(
             [filled.column(n) for n in names], fields=[filled.schema.field(n) for n in names]
         )
@@ -51,10 +54,17 @@ def impute(instance: Instance, names: list[str]):
 
 
 def synthesize(instance: Instance):
-    def run(ordinals, seed, digest, name, model_dir):
-        model = model_for(instance, _first(digest), _first(name), _first(model_dir))
+    checked: dict[tuple[str, str], Given | None] = {}  # (digest, given JSON): checked once
+
+    def run(ordinals, seed, digest, name, model_dir, given):
+        digest, given = _first(digest), _first(given)
+        model = model_for(instance, digest, _first(name), _first(model_dir))
+        if given is not None and (digest, given) not in checked:
+            checked[(digest, given)] = check_given(model, parse_given(given))
+        conditions = None if given is None else checked[(digest, given)]
         ordinals = ordinals.to_numpy() if hasattr(ordinals, "to_numpy") else np.asarray(ordinals)
-        batch = model.synthesize_rows(np.asarray(ordinals, dtype=np.int64), int(_first(seed)))
+        ordinals = np.asarray(ordinals, dtype=np.int64)
+        batch = model.synthesize_rows(ordinals, int(_first(seed)), conditions)
         return pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
 
     return run
