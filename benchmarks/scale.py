@@ -4,15 +4,16 @@ beside DuckDB's SQL path on the same rows, in one run.
 One adult model (default architecture, ``--train-seconds`` of training: the weights do not
 change the arithmetic) is stored in a model directory. For every size in ``--rows`` the adult
 table is repeated to that many rows with a further 20% of its cells set NULL and written as
-Parquet; then each engine imputes it and synthesizes as many rows, each in a fresh process:
+8 Parquet files; then each engine imputes it and synthesizes as many rows, each in a fresh process:
 
 - duckdb:   ``CREATE TABLE AS SELECT * FROM impute_latent_diffusion('<parquet>', ...)`` /
             ``synthesize_rows`` (materialized, as a user keeps a result);
 - spark-K:  ``ddf_spark.impute(spark.read.parquet(...))`` / ``ddf_spark.synthesize(...,
             partitions=4K)`` on ``local[K]``, written to Spark's ``noop`` sink (every row and
             column computed, nothing stored); the session's start is not timed;
-- ray-K:    ``ddf_ray.impute(ray.data.read_parquet(...), workers=K)`` / ``ddf_ray.synthesize``,
-            every batch drained on the driver; ``ray.init`` is not timed.
+- ray-K:    ``ddf_ray.impute(ray.data.read_parquet(...), workers=K)`` / ``ddf_ray.synthesize``
+            (a pool of K one-thread actors; Ray gets K + 1 logical CPUs, one for the read
+            tasks), every batch drained on the driver; ``ray.init`` is not timed.
 
 Run from the repository root (the ``spark`` and ``ray`` extras installed, Java 17 for Spark):
 
@@ -20,8 +21,9 @@ Run from the repository root (the ``spark`` and ``ray`` extras installed, Java 1
         [--engines duckdb,spark-1,spark-2,ray-1,ray-2] [--tasks impute,synthesize]
         [--train-seconds 30] [--out benchmarks/scale-DATE.json]
 
-The JSON holds every figure with its provenance; the table printed at the end is the one in
-benchmarks/README.md.
+The JSON holds every run with its provenance (``runs``) and, under ``results``, the latest
+figure of each engine, task and size with the number of the run it comes from; the table
+printed at the end is made from those, and is the one in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ ENGINES = ("duckdb", "spark-1", "spark-2", "ray-1", "ray-2")
 TASKS = ("impute", "synthesize")
 MODEL = "adult"
 NULL_SHARE = 0.2
+FILES = 8
 
 # One measurement in its own process; prints one JSON line {"rows": .., "seconds": ..}.
 MEASURE = {
@@ -90,12 +93,13 @@ MEASURE = {
     "ray": """
         import json, time, ray
         from duckdb_diffusion import ray as ddf_ray
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # K CPUs for the K actors plus one for the tasks that read the Parquet and feed them
+        ray.init(num_cpus=K + 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         began = time.perf_counter()
         if TASK == "impute":
-            data = ray.data.read_parquet(PARQUET)
+            data = ray.data.read_parquet(PARQUET.rsplit("/", 1)[0])  # the folder: a task a file
             out = ddf_ray.impute(data, MODEL, model_dir=MODELS, seed=7, workers=K)
         else:
             out = ddf_ray.synthesize(MODEL, ROWS, model_dir=MODELS, seed=7, workers=K,
@@ -133,9 +137,13 @@ def main() -> None:
         "tasks": tasks,
         "null_share": NULL_SHARE,
     }
-    record = {"provenance": provenance(settings), "results": []}
+    run = {"provenance": provenance(settings), "results": []}
     for package in ("pyspark", "ray", "pyarrow"):
-        record["provenance"]["versions"][package] = metadata.version(package)
+        run["provenance"]["versions"][package] = metadata.version(package)
+    out = Path(args.out)
+    # Earlier runs stay in the file; the table takes each figure from the latest run having it.
+    record = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    record["runs"].append(run)
 
     train_model(models, args.train_seconds)
     for rows in sizes:
@@ -144,10 +152,18 @@ def main() -> None:
             for engine in engines:
                 measured = measure(engine, task, rows, parquet, models, args.timeout)
                 measured.update(engine=engine, task=task, table_rows=rows)
-                record["results"].append(measured)
+                run["results"].append(measured)
                 print(json.dumps(measured), flush=True)
-                Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(table(record["results"]))
+                out.write_text(json.dumps(record, indent=1) + "\n")
+    latest = {}
+    for number, earlier in enumerate(record["runs"]):
+        for result in earlier["results"]:
+            if "error" not in result:
+                key = (result["engine"], result["task"], result["table_rows"])
+                latest[key] = {**result, "run": number}
+    record["results"] = results = list(latest.values())
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(table(results))
 
 
 def train_model(models: Path, seconds: float) -> None:
@@ -162,12 +178,17 @@ def train_model(models: Path, seconds: float) -> None:
 
 def write_table(work: Path, rows: int) -> str:
     """The adult table repeated to ``rows`` rows, a further NULL_SHARE of every column's cells
-    NULL (chosen by a hash of row and column, so the file is the same every run)."""
-    path = work / f"adult-{rows}.parquet"
-    if path.is_file():
-        return str(path)
+    NULL (chosen by a hash of row and column, so the data are the same every run), as FILES
+    Parquet files of consecutive rows: the layout Spark and Ray read in parallel (one file is
+    one read task in Ray). Returns their glob."""
+    folder = work / f"adult-{rows}"
+    pattern = str(folder / "*.parquet")
+    if folder.is_dir():
+        return pattern
+    folder.mkdir(parents=True)
     con = duckdb.connect()
-    con.execute("CREATE VIEW adult AS SELECT * FROM read_parquet(?)", [str(DATA / "adult.parquet")])
+    source = str(DATA / "adult.parquet").replace("'", "''")
+    con.execute(f"CREATE VIEW adult AS SELECT * FROM read_parquet('{source}')")
     columns = [r[0] for r in con.execute("DESCRIBE adult").fetchall()]
     cut = int(NULL_SHARE * 1000)
     holed = ", ".join(
@@ -176,10 +197,16 @@ def write_table(work: Path, rows: int) -> str:
     )
     copies = -(-rows // con.execute("SELECT count(*) FROM adult").fetchall()[0][0])
     con.execute(
-        f"COPY (SELECT {holed} FROM (SELECT *, row_number() OVER () AS __i FROM adult, "
-        f"range({copies})) LIMIT {rows}) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 100000)"
+        f"CREATE TABLE big AS SELECT __i, {holed} FROM (SELECT *, row_number() OVER () AS __i "
+        f"FROM adult, range({copies})) WHERE __i <= {rows}"
     )
-    return str(path)
+    for part in range(FILES):
+        low, high = part * rows // FILES, (part + 1) * rows // FILES
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (__i) FROM big WHERE __i > {low} AND __i <= {high} "
+            f"ORDER BY __i) TO '{folder / f'part-{part}.parquet'}' (FORMAT parquet)"
+        )
+    return pattern
 
 
 def measure(engine: str, task: str, rows: int, parquet: str, models: Path, timeout: int) -> dict:

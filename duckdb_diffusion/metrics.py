@@ -562,3 +562,32 @@ def _cramers_v(x: np.ndarray, y: np.ndarray) -> float:
         chi2 = np.nansum((table - expected) ** 2 / expected)
     k = min(table.shape) - 1
     return float(np.sqrt(chi2 / (table.sum() * k))) if k > 0 and table.sum() else 0.0
+
+
+def co_missingness_error(real: pa.Table, synthetic: pa.Table, columns: list[str]) -> dict:
+    """How well synthetic rows reproduce which cells are NULL together: for every pair of
+    columns, |share of rows with both NULL, synthetic - real|; the mean and the worst pair,
+    over pairs where either table has such rows (independent NULLs get these wrong wherever
+    columns are missing together)."""
+
+    def flags(table):
+        return np.stack(
+            [table.column(c).is_null().to_numpy(zero_copy_only=False) for c in columns], axis=1
+        ).astype(np.float64)
+
+    a, b = flags(real), flags(synthetic)
+    both_real = a.T @ a / max(len(a), 1)
+    both_synthetic = b.T @ b / max(len(b), 1)
+    upper = np.triu_indices(len(columns), k=1)
+    real_pairs, synthetic_pairs = both_real[upper], both_synthetic[upper]
+    seen = (real_pairs > 0) | (synthetic_pairs > 0)
+    gaps = np.abs(real_pairs - synthetic_pairs)[seen]
+    if len(gaps) == 0:
+        return {"mean": 0.0, "max": 0.0, "pairs": 0}
+    worst = int(np.flatnonzero(seen)[np.argmax(gaps)])
+    return {
+        "mean": float(gaps.mean()),
+        "max": float(gaps.max()),
+        "pairs": int(len(gaps)),
+        "worst_pair": [columns[upper[0][worst]], columns[upper[1][worst]]],
+    }

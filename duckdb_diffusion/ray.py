@@ -40,9 +40,10 @@ def impute(
     batch_size: int | None = None,
 ):
     """``ds`` with every NULL of a modelled column filled, every other cell as it was; the
-    cells ``impute_latent_diffusion`` would give for the same model and seed. ``workers``
-    actors at most (default: the cluster's CPUs over ``threads_per_worker``; Ray scales the
-    pool up as CPUs are free) each load the model once."""
+    cells ``impute_latent_diffusion`` would give for the same model and seed. Each actor
+    loads the model once: ``workers`` of them (leave CPUs for the tasks that feed them: a
+    pool holding every CPU starves its input), or by default a pool Ray scales from one to
+    the cluster's CPUs over ``threads_per_worker`` as CPUs are free."""
     loaded = engines.driver_model(model, con, model_dir)
     call, _ = engines.impute_call(loaded, LABEL, _arrow_schema(ds), seed, draws)
     return _mapped(ds, _Imputer, call, workers, threads_per_worker, batch_size)
@@ -113,9 +114,13 @@ def _mapped(ds, worker_class, call, workers, threads_per_worker, batch_size):
 
     threads = arguments.whole_number("threads_per_worker", threads_per_worker, 1, 1024)
     if workers is None:
+        # An autoscaling pool: a fixed one taking every CPU leaves none for the tasks that
+        # feed it (a repartition upstream then waits forever, measured on 2 CPUs).
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = max(1, cpus // threads)
-    workers = arguments.whole_number("workers", workers, 1, 100_000)
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // threads))
+    else:
+        workers = arguments.whole_number("workers", workers, 1, 100_000)
+        pool = ray.data.ActorPoolStrategy(size=workers)
     if batch_size is not None:
         batch_size = arguments.whole_number("batch_size", batch_size, 1, 10**9)
     return ds.map_batches(
@@ -123,9 +128,7 @@ def _mapped(ds, worker_class, call, workers, threads_per_worker, batch_size):
         fn_constructor_kwargs={"plain": asdict(call), "threads": threads},
         batch_format="pyarrow",
         batch_size=batch_size,
-        # An autoscaling pool: a fixed one taking every CPU leaves none for the tasks that
-        # feed it (a repartition upstream then waits forever, measured on 2 CPUs).
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        compute=pool,
         num_cpus=threads,
         udf_modifying_row_count=False,
     )

@@ -25,6 +25,7 @@ from . import noise
 from .artifact import Artifact, decode_schema
 from .conditions import Given
 from .encoding import Encoder, fill_nulls, to_arrow
+from .missingness import Missingness
 from .schema import PASSTHROUGH, ColumnSpec
 
 log = logging.getLogger("duckdb_diffusion")
@@ -68,6 +69,8 @@ class Model:
         self.columns = [ColumnSpec.from_json(c) for c in self.spec["columns"]]
         modelled = [c for c in self.columns if c.kind != PASSTHROUGH]
         self.encoder = Encoder.from_json(modelled, self.spec["encoder"])
+        # Models stored before it draw each column's NULLs at its own rate.
+        self.missingness = Missingness.from_json(self.spec.get("missingness"))
         self.schema = decode_schema(self.spec["arrow_schema"])
         self.latent_dim = int(self.spec["latent_dim"])
         self.width = len(modelled) * self.latent_dim
@@ -190,6 +193,26 @@ class Model:
                 columns[i] = fill_nulls(columns[i], vocab.values(full, columns[i].type))
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
+    def _synthetic_nulls(self, num_out, cat_out, null_draws, given) -> dict[str, np.ndarray]:
+        """NULL flags of the columns the missingness chain decides, from each row's sampled
+        (or given) values; the same uniforms the per-column rates would have used."""
+        if self.missingness is None:
+            return {}
+        names = self.encoder.modelled_names
+        positions = {spec.name: i for i, spec in enumerate(self.columns)}
+        uniforms = null_draws[:, [positions[n] for n in names]]
+        num, cat, fixed = num_out, cat_out, {}
+        if given is not None:
+            rows = len(num_out)
+            tiled = given.repeated(rows)
+            observed = tiled.mask.astype(bool)
+            n_num = len(self.encoder.numeric)
+            num = np.where(observed[:, :n_num], tiled.num, num_out)
+            cat = np.where(observed[:, n_num:], tiled.cat, cat_out)
+            fixed = {names.index(n): v.null_count > 0 for n, v in given.values.items()}
+        nulls = self.missingness.draw(num, cat, uniforms, fixed)
+        return {names[i]: nulls[:, i] for i in self.missingness.targets}
+
     # -- synthesis ------------------------------------------------------------------------
     def synthesize_batch(
         self, start: int, count: int, seed: int = 0, given: Given | None = None
@@ -218,6 +241,7 @@ class Model:
         feeds["noise"] = noise.normal(keys, self.width)
         num_out, cat_out = self._run(graph, feeds)
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
+        chained = self._synthetic_nulls(num_out, cat_out, null_draws, given)
         values = self.encoder.decode_numeric(num_out)
         arrays = {}
         for j, (spec, transform) in enumerate(
@@ -238,8 +262,11 @@ class Model:
             if fixed is not None:
                 out.append(fixed)
             elif spec.name in arrays:
-                rate = self.spec["null_fractions"].get(spec.name, 0.0)
-                is_null = pa.array(null_draws[:, position] < rate)
+                if spec.name in chained:
+                    is_null = pa.array(chained[spec.name])
+                else:
+                    rate = self.spec["null_fractions"].get(spec.name, 0.0)
+                    is_null = pa.array(null_draws[:, position] < rate)
                 out.append(pc.if_else(is_null, pa.nulls(count, field.type), arrays[spec.name]))
             elif spec.name in keys_spec:
                 fresh = int(keys_spec[spec.name]) + np.asarray(ordinals, dtype=np.int64)

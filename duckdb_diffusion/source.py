@@ -1,13 +1,15 @@
 """Turn a user's table argument into a relation, without pasting their text into SQL.
 
 Accepted: a table or view name, qualified and quoted as dbt renders them
-(``customers``, ``main.customers``, ``"db"."main"."customers"``), or one parenthesised SELECT
+(``customers``, ``main.customers``, ``"db"."main"."customers"``), a file path or glob
+(``data/sales.parquet``, ``data/*.parquet``), or one parenthesised SELECT
 (``(SELECT * FROM c WHERE y > 2020)``). Names are parsed and re-quoted by sqlglot; a subquery
 must parse as a single read-only query.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -42,6 +44,8 @@ def parse_source(text: str) -> Source:
     stripped = text.strip()
     if stripped.startswith("("):
         return Source(text, _subquery(stripped), None)
+    if _is_path(stripped):
+        return Source(text, f"SELECT * FROM {sql_literal(stripped)}", _path_name(stripped))
     try:
         table = exp.to_table(stripped, dialect="duckdb")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError) as error:
@@ -60,6 +64,25 @@ def parse_source(text: str) -> Source:
     )
     sql = exp.select("*").from_(quoted).sql(dialect="duckdb")
     return Source(text, sql, table.name)
+
+
+FILE_SUFFIX = re.compile(r"\.(parquet|csv|tsv|json|jsonl|ndjson)(\.gz|\.zst)?$", re.IGNORECASE)
+
+
+def _is_path(text: str) -> bool:
+    """A file path or glob (``data/*.parquet``), read as ``SELECT * FROM 'path'`` reads it."""
+    return not text.startswith('"') and (bool(FILE_SUFFIX.search(text)) or "*" in text)
+
+
+def _path_name(text: str) -> str:
+    """The default model name of a path: the file's name without its suffixes, or for a glob
+    the folder holding the files (``sales/2024/*.parquet`` -> ``2024``)."""
+    parts = [p for p in re.split(r"[\\/]", text) if p]
+    name = FILE_SUFFIX.sub("", parts[-1]) if parts else text
+    if "*" in name or not name:
+        folders = [p for p in parts[:-1] if "*" not in p]
+        name = folders[-1] if folders else "files"
+    return name
 
 
 def sql_identifier(name: str) -> str:

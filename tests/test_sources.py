@@ -103,6 +103,22 @@ def test_a_parquet_path(con, tmp_path):
     assert_imputed(before, impute(con, str(path), model="housing"))
 
 
+def test_a_glob_of_parquet_files(con, tmp_path):
+    folder = tmp_path / "houses"
+    folder.mkdir()
+    for part, (low, high) in enumerate([(0, 700), (700, 1500)]):
+        con.execute(
+            f"COPY (SELECT * FROM housing WHERE house_id > {low} AND house_id <= {high} "
+            f"ORDER BY house_id) TO '{folder / f'part-{part}.parquet'}' (FORMAT parquet)"
+        )
+    pattern = str(folder / "*.parquet")
+    before = con.sql(f"SELECT * FROM '{pattern}'").to_arrow_table()
+    assert before.num_rows == 1500
+    assert_imputed(before, impute(con, pattern, model="housing"))
+    with pytest.raises(duckdb.Error, match="no model named 'houses'"):
+        con.sql(f"SELECT * FROM impute_latent_diffusion('{pattern}')").fetchall()
+
+
 def test_training_through_sql_reads_a_temp_table(con):
     con.execute("CREATE OR REPLACE TEMP TABLE scratch AS SELECT * FROM housing LIMIT 400")
     settings = json.dumps({**FAST, "max_seconds": 4})

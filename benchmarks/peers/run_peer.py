@@ -6,6 +6,7 @@ numpy, pandas and pyarrow are assumed; each method imports its library when it r
 
     python run_peer.py impute METHOD --train T --test T --categorical a,b --out-train F --out-test F
     python run_peer.py synthesize METHOD --train T --rows N --categorical a,b --out F
+    python run_peer.py multiple miceforest --train T --imputations M --categorical a,b --out F
 """
 
 from __future__ import annotations
@@ -211,6 +212,32 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
+def miceforest_multiple(frame: pd.DataFrame, categorical: list[str], m: int, seed: int):
+    """miceforest's multiple imputation: ``m`` datasets, 5 MICE iterations, its defaults
+    otherwise. Its log-odds of a class probability of exactly 1.0 is inf, which crashes its
+    mean matching: probabilities are clipped first."""
+    import miceforest as mf
+    import miceforest.utils as mf_utils
+
+    original = mf_utils.logodds
+
+    def clipped(probability):
+        return original(np.clip(probability, 1e-6, 1 - 1e-6))
+
+    mf_utils.logodds = clipped
+    for module in list(vars(mf).values()):
+        if getattr(module, "logodds", None) is original:
+            module.logodds = clipped
+    names = {name: f"c{i}" for i, name in enumerate(frame.columns)}
+    data = frame.rename(columns=names)
+    for name in categorical:
+        data[names[name]] = data[names[name]].astype("category")
+    kernel = mf.ImputationKernel(data, num_datasets=m, random_state=seed)
+    kernel.mice(5)
+    back = {v: k for k, v in names.items()}
+    return [kernel.complete_data(dataset=i).rename(columns=back) for i in range(m)]
+
+
 IMPUTERS = {
     "knn": knn,
     "mice": mice,
@@ -223,8 +250,9 @@ SYNTHESIZERS = ("gaussiancopula", "ctgan", "tvae")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=["impute", "synthesize"])
-    parser.add_argument("method", choices=[*IMPUTERS, *SYNTHESIZERS])
+    parser.add_argument("task", choices=["impute", "synthesize", "multiple"])
+    parser.add_argument("method", choices=[*IMPUTERS, *SYNTHESIZERS, "miceforest"])
+    parser.add_argument("--imputations", type=int, default=20, help="datasets (multiple)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--test")
     parser.add_argument("--categorical", default="")
@@ -250,6 +278,11 @@ def main() -> None:
         timing = {"s": time.perf_counter() - start}
         _write(filled_train, train, categorical, args.out_train)
         _write(filled_test, test, categorical, args.out_test)
+    elif args.task == "multiple":
+        start = time.perf_counter()
+        copies = miceforest_multiple(train, categorical, args.imputations, args.seed)
+        timing = {"s": time.perf_counter() - start}
+        _write_long(copies, train, categorical, args.out)
     else:
         sample, timing = _sdv(args.method, train, args.rows, categorical, args.seed, args.epochs)
         _write(sample, train, categorical, args.out)
@@ -267,6 +300,18 @@ def _write(frame: pd.DataFrame, like: pd.DataFrame, categorical: list[str], path
         else:
             out[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     pd.DataFrame(out).to_parquet(path, index=False)
+
+
+def _write_long(copies: list[pd.DataFrame], like, categorical, path: str) -> None:
+    """The completed copies stacked in order (as the long format of mice::complete)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for copy in copies:
+        _write(copy, like, categorical, path)
+        tables.append(pq.read_table(path))
+    pq.write_table(pa.concat_tables(tables), path)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ..runtime import Model
 from ..schema import CATEGORICAL, PASSTHROUGH, ColumnSpec
 from ..settings import TrainConfig
 from .export import OPSET, check_agreement, export_graphs
+from .missingness import fit_missingness
 from .trainer import train
 
 log = logging.getLogger("duckdb_diffusion")
@@ -74,6 +75,7 @@ def fit_artifact(
         config=config.to_json(),
         metrics=metrics,
     )
+    spec["missingness"] = fit_missingness(table, encoder, encoded, config.seed)
     artifact = Artifact.create(spec, graphs)
     validation = validation_imputation(artifact, table, trained.validation_rows, config.seed)
     return Artifact.create(

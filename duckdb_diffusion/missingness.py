@@ -1,0 +1,123 @@
+"""Which cells of a synthetic row are NULL: a chain of logistic models fitted on the table.
+
+Real NULLs are not independent coin flips: in adult, ``workclass`` and ``occupation`` are
+missing together, and in most tables a cell is missing more often for some values of the
+others. Drawing each column's NULLs at its own rate loses both. So the NULLs of a synthetic
+row are drawn one column at a time, in a fixed order (the most-missing column first), each
+from a logistic model of "this cell is NULL" given
+
+- the values of the columns that are never NULL (the row's sampled values, as the model's
+  own features: normal scores for numbers, one-hot levels for categories), and
+- the values and the NULLs of the columns decided before it in the chain,
+
+which is exactly what is known at that step both when fitting (on the real rows) and when
+drawing (on a synthetic row), so the chain reproduces which cells are NULL together and given
+which values. Columns with too few NULLs (or too few non-NULLs) to fit keep their own rate.
+The coefficients are plain numbers in the model's JSON; drawing is numpy, keyed by the row's
+noise like every other draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A column needs this many NULL and non-NULL training rows for a model of its NULLs.
+MIN_CASES = 10
+
+
+@dataclass
+class NullModel:
+    """ "Column ``target`` is NULL" as a logistic function of the features of ``values`` (whose
+    values enter) and ``indicators`` (whose NULLs enter); indices are in model order."""
+
+    target: int
+    values: list[int]
+    indicators: list[int]
+    weights: np.ndarray
+    bias: float
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "values": self.values,
+            "indicators": self.indicators,
+            "weights": [float(w) for w in self.weights],
+            "bias": float(self.bias),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> NullModel:
+        return cls(
+            int(data["target"]),
+            [int(i) for i in data["values"]],
+            [int(i) for i in data["indicators"]],
+            np.asarray(data["weights"], dtype=np.float64),
+            float(data["bias"]),
+        )
+
+
+class Missingness:
+    """The chain, in drawing order, over a model's modelled columns."""
+
+    def __init__(self, chain: list[NullModel], numeric: int, sizes: list[int]):
+        self.chain = chain
+        self.numeric = numeric  # how many numeric columns lead the model order
+        self.sizes = sizes  # each categorical column's vocabulary size
+
+    @property
+    def targets(self) -> set[int]:
+        return {m.target for m in self.chain}
+
+    def features(self, num, cat, nulls, values, indicators) -> np.ndarray:
+        """[rows, features]: each ``values`` column's value (0 where NULL), then each
+        ``indicators`` column's NULL flag."""
+        rows = nulls.shape[0]
+        parts = []
+        for i in values:
+            if i < self.numeric:
+                parts.append(np.where(nulls[:, i], 0.0, num[:, i])[:, None])
+            else:
+                j = i - self.numeric
+                onehot = np.zeros((rows, self.sizes[j]))
+                onehot[np.arange(rows), cat[:, j]] = 1.0
+                onehot[nulls[:, i]] = 0.0
+                parts.append(onehot)
+        parts += [nulls[:, [i]].astype(np.float64) for i in indicators]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0))
+
+    def draw(self, num, cat, uniforms, fixed: dict[int, bool]) -> np.ndarray:
+        """NULL flags [rows, modelled columns] for the chain's columns (False elsewhere):
+        ``uniforms`` one per cell, ``fixed`` the columns whose NULL-ness is given."""
+        nulls = np.zeros(uniforms.shape, dtype=bool)
+        for column, is_null in fixed.items():
+            nulls[:, column] = is_null
+        for model in self.chain:
+            if model.target in fixed:
+                continue
+            x = self.features(num, cat, nulls, model.values, model.indicators)
+            probability = 1.0 / (1.0 + np.exp(-(x @ model.weights + model.bias)))
+            nulls[:, model.target] = uniforms[:, model.target] < probability
+        return nulls
+
+    def to_json(self) -> dict:
+        return {
+            "chain": [m.to_json() for m in self.chain],
+            "numeric": self.numeric,
+            "sizes": self.sizes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Missingness | None:
+        if not data:
+            return None
+        return cls([NullModel.from_json(m) for m in data["chain"]], data["numeric"], data["sizes"])
+
+
+def chain_order(null_counts: np.ndarray, rows: int) -> tuple[list[int], list[int]]:
+    """(the columns whose NULLs get a model, most-missing first; the columns never NULL)."""
+    order = [int(i) for i in np.argsort(-null_counts, kind="stable")]
+    chained = [i for i in order if MIN_CASES <= null_counts[i] <= rows - MIN_CASES]
+    never = [i for i in range(len(null_counts)) if null_counts[i] == 0]
+    return chained, never
