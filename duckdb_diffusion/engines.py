@@ -14,6 +14,7 @@ fixed blocks (``runtime.BLOCK_ROWS``), so the split into partitions and batches 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import duckdb
@@ -21,6 +22,7 @@ import pyarrow as pa
 
 from . import arguments
 from .artifact import Artifact
+from .conditions import check_given, parse_given
 from .loading import ModelCache, load_model
 from .runtime import DEFAULT_DRAWS, Model
 from .schema import check_model_columns
@@ -51,11 +53,12 @@ class Call:
     shipped: Shipped
     seed: int
     draws: int = DEFAULT_DRAWS
+    given_json: str | None = None  # synthesis: checked given values, as the SQL passes them
 
     @classmethod
     def from_plain(cls, plain: dict) -> Call:
         """Back from ``dataclasses.asdict`` (what travels: text, bytes and numbers only)."""
-        return cls(Shipped(**plain["shipped"]), plain["seed"], plain["draws"])
+        return cls(Shipped(**plain["shipped"]), plain["seed"], plain["draws"], plain["given_json"])
 
 
 def driver_model(name: str, con: duckdb.DuckDBPyConnection | None, model_dir: str | None) -> Model:
@@ -83,8 +86,13 @@ def impute_call(
     return call, model
 
 
-def synthesize_call(model: Model, n: int, seed: int) -> tuple[Call, int]:
-    return Call(Shipped.of(model), arguments.seed(seed)), arguments.row_count(n)
+def synthesize_call(model: Model, n: int, seed: int, given=None) -> tuple[Call, int]:
+    """Check a synthesis before it runs: seed, row count and ``given`` (as every door does)."""
+    values = parse_given(given)
+    text = None
+    if check_given(model, values) is not None:
+        text = json.dumps(values, default=str, sort_keys=True)
+    return Call(Shipped.of(model), arguments.seed(seed), given_json=text), arguments.row_count(n)
 
 
 def duckdb_types(schema: pa.Schema) -> list[str]:
@@ -109,8 +117,11 @@ def impute_table(model: Model, table: pa.Table | pa.RecordBatch, call: Call) -> 
 
 
 def synthesize_table(model: Model, ordinals, call: Call) -> pa.Table:
-    """Rows number ``ordinals`` of the synthetic table for the call's seed."""
-    batch = model.synthesize_rows(ordinals, call.seed)
+    """Rows number ``ordinals`` of the synthetic table for the call's seed (and given)."""
+    given = None
+    if call.given_json is not None:
+        given = check_given(model, parse_given(call.given_json))
+    batch = model.synthesize_rows(ordinals, call.seed, given)
     return pa.Table.from_batches([batch])
 
 

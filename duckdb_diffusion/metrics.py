@@ -88,18 +88,23 @@ def _standard_scores(column: pa.ChunkedArray, rng) -> np.ndarray:
 
 
 def _calibrated(logits: np.ndarray, rate: float) -> np.ndarray:
-    """sigmoid(logits + b) with the bias b found by bisection so the mean probability is rate."""
+    """sigmoid(logits + b) with the bias b for which the mean probability is rate."""
+    return sigmoid(logits + shift_to_rate(logits, rate))
+
+
+def shift_to_rate(logits: np.ndarray, rate: float) -> float:
+    """The shift d with mean(sigmoid(logits + d)) = rate (bisection: monotone in d)."""
     low, high = -50.0, 50.0
     for _ in range(60):
-        bias = (low + high) / 2
-        if _sigmoid(logits + bias).mean() < rate:
-            low = bias
+        middle = (low + high) / 2
+        if sigmoid(logits + middle).mean() < rate:
+            low = middle
         else:
-            high = bias
-    return _sigmoid(logits + (low + high) / 2)
+            high = middle
+    return (low + high) / 2
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
@@ -363,7 +368,7 @@ def _fit_classifier(x: np.ndarray, y: np.ndarray, seed: int, hidden: int = 64, s
     for step in range(1, steps + 1):
         w1, b1, w2, b2 = params
         h = np.maximum(x @ w1 + b1, 0.0)
-        error = (_sigmoid(h @ w2 + b2) - y) / len(x)
+        error = (sigmoid(h @ w2 + b2) - y) / len(x)
         back = np.outer(error, w2) * (h > 0)
         grads = [
             x.T @ back + 1e-3 * w1,

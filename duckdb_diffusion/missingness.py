@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import sigmoid
+
 # A column needs this many NULL and non-NULL training rows for a model of its NULLs.
 MIN_CASES = 10
 
@@ -97,7 +99,7 @@ class Missingness:
             if model.target in fixed:
                 continue
             x = self.features(num, cat, nulls, model.values, model.indicators)
-            probability = 1.0 / (1.0 + np.exp(-(x @ model.weights + model.bias)))
+            probability = sigmoid(x @ model.weights + model.bias)
             nulls[:, model.target] = uniforms[:, model.target] < probability
         return nulls
 

@@ -56,16 +56,18 @@ def synthesize(
     model_dir: str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     seed: int = 0,
+    given: dict | None = None,
     workers: int | None = None,
     threads_per_worker: int = 1,
     blocks: int | None = None,
 ):
     """``n`` synthetic rows as a Dataset of the model's columns: rows ``0 .. n-1`` of the
-    table ``synthesize_rows(model, n, seed := seed)`` makes, in ``blocks`` blocks."""
+    table ``synthesize_rows(model, n, seed := seed, given := ...)`` makes, in ``blocks``
+    blocks."""
     import ray
 
     loaded = engines.driver_model(model, con, model_dir)
-    call, n = engines.synthesize_call(loaded, n, seed)
+    call, n = engines.synthesize_call(loaded, n, seed, given)
     if blocks is not None:
         blocks = arguments.whole_number("blocks", blocks, 1, 1_000_000)
     ordinals = ray.data.range(n, override_num_blocks=blocks)

@@ -193,6 +193,25 @@ class Model:
                 columns[i] = fill_nulls(columns[i], vocab.values(full, columns[i].type))
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
+    def sample_tokens(self, keys: np.ndarray, given: Given | None = None) -> tuple:
+        """The sampler's outputs for rows keyed ``keys``: normal scores [rows, numeric] and
+        level indices [rows, categorical], before decoding and before NULLs are drawn."""
+        count = len(keys)
+        if given is None:
+            feeds = {
+                "num": np.zeros((count, len(self.encoder.numeric)), dtype=np.float32),
+                "cat": np.zeros((count, len(self.encoder.vocabularies)), dtype=np.int64),
+                # nothing given: every token sampled
+                "mask": np.zeros((count, len(self.encoder.modelled_names)), dtype=np.float32),
+            }
+            graph = "synthesize"
+        else:
+            tiled = given.repeated(count)
+            feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
+            graph = self._sampler_graph
+        feeds["noise"] = noise.normal(keys, self.width)
+        return self._run(graph, feeds)
+
     def _synthetic_nulls(self, num_out, cat_out, null_draws, given) -> dict[str, np.ndarray]:
         """NULL flags of the columns the missingness chain decides, from each row's sampled
         (or given) values; the same uniforms the per-column rates would have used."""
@@ -226,20 +245,7 @@ class Model:
         checked values every row has: ``conditions.check_given``)."""
         count = len(ordinals)
         keys = noise.ordinal_keys(seed, ordinals)
-        if given is None:
-            feeds = {
-                "num": np.zeros((count, len(self.encoder.numeric)), dtype=np.float32),
-                "cat": np.zeros((count, len(self.encoder.vocabularies)), dtype=np.int64),
-                # nothing given: every token sampled
-                "mask": np.zeros((count, len(self.encoder.modelled_names)), dtype=np.float32),
-            }
-            graph = "synthesize"
-        else:
-            tiled = given.repeated(count)
-            feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
-            graph = self._sampler_graph
-        feeds["noise"] = noise.normal(keys, self.width)
-        num_out, cat_out = self._run(graph, feeds)
+        num_out, cat_out = self.sample_tokens(keys, given)
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         chained = self._synthetic_nulls(num_out, cat_out, null_draws, given)
         values = self.encoder.decode_numeric(num_out)

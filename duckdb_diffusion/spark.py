@@ -54,13 +54,14 @@ def synthesize(
     model_dir: str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     seed: int = 0,
+    given: dict | None = None,
     partitions: int | None = None,
 ):
     """``n`` synthetic rows as a DataFrame of the model's columns: rows ``0 .. n-1`` of the
-    table ``synthesize_rows(model, n, seed := seed)`` makes, over ``partitions`` partitions
-    (Spark's default parallelism if None)."""
+    table ``synthesize_rows(model, n, seed := seed, given := ...)`` makes, over
+    ``partitions`` partitions (Spark's default parallelism if None)."""
     loaded = engines.driver_model(model, con, model_dir)
-    call, n = engines.synthesize_call(loaded, n, seed)
+    call, n = engines.synthesize_call(loaded, n, seed, given)
     if partitions is not None:
         partitions = arguments.whole_number("partitions", partitions, 1, 1_000_000)
     schema = spark_schema(loaded.schema)

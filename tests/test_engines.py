@@ -41,6 +41,10 @@ def expected(housing_db) -> dict:
         "filled": con.sql("SELECT * FROM impute_latent_diffusion('housing', seed := 7)"),
         "drawn": con.sql("SELECT * FROM impute_latent_diffusion('housing', seed := 7, draws := 3)"),
         "synthetic": con.sql("SELECT * FROM synthesize_rows('housing', 2500, seed := 5)"),
+        "given": con.sql(
+            "SELECT * FROM synthesize_rows('housing', 900, seed := 5, "
+            "given := {'ocean_proximity': 'INLAND', 'median_income': 4.5})"
+        ),
     }
     found = {k: v if isinstance(v, pa.Table) else v.to_arrow_table() for k, v in found.items()}
     found["errors"] = {}
@@ -100,6 +104,9 @@ def test_spark_impute_and_synthesize_match_duckdb(spark, model_dir, expected):
     rows = ddf_spark.synthesize(spark, "housing", 2500, model_dir=model_dir, seed=5, partitions=3)
     assert rows.rdd.getNumPartitions() == 3
     assert rows.toArrow().equals(expected["synthetic"])
+    given = {"ocean_proximity": "INLAND", "median_income": 4.5}
+    rich = ddf_spark.synthesize(spark, "housing", 900, model_dir=model_dir, seed=5, given=given)
+    assert rich.toArrow().equals(expected["given"])
 
 
 def test_spark_errors_are_the_sql_doors(spark, model_dir, expected):
@@ -156,6 +163,11 @@ def test_ray_impute_and_synthesize_match_duckdb(ray_local, model_dir, expected):
     assert ddf_ray.to_arrow(got).equals(expected["drawn"])
     rows = ddf_ray.synthesize("housing", 2500, model_dir=model_dir, seed=5, blocks=4)
     assert ddf_ray.to_arrow(rows).equals(expected["synthetic"])
+    given = {"ocean_proximity": "INLAND", "median_income": 4.5}
+    rich = ddf_ray.synthesize("housing", 900, model_dir=model_dir, seed=5, given=given, blocks=3)
+    assert ddf_ray.to_arrow(rich).equals(expected["given"])
+    with pytest.raises(ValueError, match="not one of the levels"):
+        ddf_ray.synthesize("housing", 9, model_dir=model_dir, given={"ocean_proximity": "MARS"})
 
     with pytest.raises(ColumnMismatch, match=r"missing columns \['median_income'\]"):
         ddf_ray.impute(data.drop_columns(["median_income"]), "housing", model_dir=model_dir)

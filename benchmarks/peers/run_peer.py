@@ -212,28 +212,27 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
-def miceforest_multiple(frame: pd.DataFrame, categorical: list[str], m: int, seed: int):
-    """miceforest's multiple imputation: ``m`` datasets, 5 MICE iterations, its defaults
-    otherwise. Its log-odds of a class probability of exactly 1.0 is inf, which crashes its
+def miceforest_multiple(
+    frame: pd.DataFrame, categorical: list[str], m: int, seed: int, iterations: int
+):
+    """miceforest's multiple imputation: ``m`` datasets, ``iterations`` MICE rounds, its
+    defaults otherwise. Its log-odds of a class probability of exactly 1.0 is inf, which crashes its
     mean matching: probabilities are clipped first."""
     import miceforest as mf
-    import miceforest.utils as mf_utils
+    import miceforest.imputation_kernel as mf_kernel
 
-    original = mf_utils.logodds
+    original = mf_kernel.logodds  # imported by name into the kernel, which calls it
 
     def clipped(probability):
         return original(np.clip(probability, 1e-6, 1 - 1e-6))
 
-    mf_utils.logodds = clipped
-    for module in list(vars(mf).values()):
-        if getattr(module, "logodds", None) is original:
-            module.logodds = clipped
+    mf_kernel.logodds = clipped
     names = {name: f"c{i}" for i, name in enumerate(frame.columns)}
     data = frame.rename(columns=names)
     for name in categorical:
         data[names[name]] = data[names[name]].astype("category")
     kernel = mf.ImputationKernel(data, num_datasets=m, random_state=seed)
-    kernel.mice(5)
+    kernel.mice(iterations)
     back = {v: k for k, v in names.items()}
     return [kernel.complete_data(dataset=i).rename(columns=back) for i in range(m)]
 
@@ -253,6 +252,7 @@ def main() -> None:
     parser.add_argument("task", choices=["impute", "synthesize", "multiple"])
     parser.add_argument("method", choices=[*IMPUTERS, *SYNTHESIZERS, "miceforest"])
     parser.add_argument("--imputations", type=int, default=20, help="datasets (multiple)")
+    parser.add_argument("--iterations", type=int, default=5, help="MICE rounds (multiple)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--test")
     parser.add_argument("--categorical", default="")
@@ -280,7 +280,9 @@ def main() -> None:
         _write(filled_test, test, categorical, args.out_test)
     elif args.task == "multiple":
         start = time.perf_counter()
-        copies = miceforest_multiple(train, categorical, args.imputations, args.seed)
+        copies = miceforest_multiple(
+            train, categorical, args.imputations, args.seed, args.iterations
+        )
         timing = {"s": time.perf_counter() - start}
         _write_long(copies, train, categorical, args.out)
     else:

@@ -17,7 +17,7 @@ from ..runtime import Model
 from ..schema import CATEGORICAL, PASSTHROUGH, ColumnSpec
 from ..settings import TrainConfig
 from .export import OPSET, check_agreement, export_graphs
-from .missingness import fit_missingness
+from .missingness import calibrate_missingness, fit_missingness
 from .trainer import train
 
 log = logging.getLogger("duckdb_diffusion")
@@ -77,6 +77,10 @@ def fit_artifact(
     )
     spec["missingness"] = fit_missingness(table, encoder, encoded, config.seed)
     artifact = Artifact.create(spec, graphs)
+    if spec["missingness"]:
+        rates = spec["null_fractions"]
+        spec["missingness"] = calibrate_missingness(Model(artifact), rates, config.seed)
+        artifact = Artifact.create(spec, graphs)
     validation = validation_imputation(artifact, table, trained.validation_rows, config.seed)
     return Artifact.create(
         {**spec, "metrics": {**metrics, "validation_imputation": validation}}, graphs
