@@ -51,11 +51,9 @@ def train(
     """Train a model on ``table`` (a name, a path or a parenthesised SELECT) and store it as
     ``model``. ``settings`` are fields of ``TrainConfig`` (seed, max_seconds, ...). Returns the
     model's summary. Needs the ``train`` extra (torch)."""
-    settings = {
-        **settings,
-        "categorical": arguments.column_names("categorical", categorical),
-        "passthrough": arguments.column_names("passthrough", passthrough),
-    }
+    settings = arguments.column_choices(
+        {**settings, "categorical": categorical, "passthrough": passthrough}
+    )
     config = config_of(settings)  # every setting checked before the table
     source, name = prepare.source_and_name(table, model)
     return train_source(

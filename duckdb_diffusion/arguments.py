@@ -87,6 +87,15 @@ def text(name: str, value) -> str:
     return value
 
 
+def column_choices(settings: dict) -> dict:
+    """``settings`` with its ``categorical`` / ``passthrough`` lists checked (empty if absent)."""
+    return {
+        **settings,
+        "categorical": column_names("categorical", settings.get("categorical", ())),
+        "passthrough": column_names("passthrough", settings.get("passthrough", ())),
+    }
+
+
 def settings(value) -> dict:
     """The ``settings`` parameter: a JSON object (or a dict) of training settings."""
     if value is None:

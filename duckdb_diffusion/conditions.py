@@ -62,6 +62,24 @@ def parse_given(value) -> dict | None:
     return value
 
 
+# Checked given values by (model digest, given JSON): the UDF that makes synthetic rows and
+# the Spark/Ray workers get the JSON with every batch and check it once.
+_CHECKED: dict[tuple[str, str], Given | None] = {}
+MAX_CHECKED = 256
+
+
+def checked_given(model, given_json: str | None) -> Given | None:
+    """``check_given`` of ``given_json`` (as the SQL passes it), once per model and text."""
+    if given_json is None:
+        return None
+    key = (model.artifact.digest, given_json)
+    if key not in _CHECKED:
+        if len(_CHECKED) >= MAX_CHECKED:
+            _CHECKED.clear()
+        _CHECKED[key] = check_given(model, parse_given(given_json))
+    return _CHECKED[key]
+
+
 def check_given(model, given: dict | None) -> Given | None:
     """``given`` (column -> value) checked against ``model`` and encoded; None if empty."""
     if not given:

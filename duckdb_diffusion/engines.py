@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from . import arguments
 from .artifact import Artifact
-from .conditions import check_given, parse_given
+from .conditions import check_given, checked_given, parse_given
 from .loading import ModelCache, load_model
 from .runtime import DEFAULT_DRAWS, Model
 from .schema import check_model_columns
@@ -118,10 +118,7 @@ def impute_table(model: Model, table: pa.Table | pa.RecordBatch, call: Call) -> 
 
 def synthesize_table(model: Model, ordinals, call: Call) -> pa.Table:
     """Rows number ``ordinals`` of the synthetic table for the call's seed (and given)."""
-    given = None
-    if call.given_json is not None:
-        given = check_given(model, parse_given(call.given_json))
-    batch = model.synthesize_rows(ordinals, call.seed, given)
+    batch = model.synthesize_rows(ordinals, call.seed, checked_given(model, call.given_json))
     return pa.Table.from_batches([batch])
 
 
@@ -146,11 +143,7 @@ def train_drawn(
             f"model {name!r}: say where to store it, either model_dir='path' (a model "
             f"directory) or con=<a DuckDB connection>, not both"
         )
-    settings = {
-        **settings,
-        "categorical": arguments.column_names("categorical", settings.get("categorical", ())),
-        "passthrough": arguments.column_names("passthrough", settings.get("passthrough", ())),
-    }
+    settings = arguments.column_choices(settings)
     config = config_of(settings)
     rows, sample = draw(config.max_rows, config.seed)
     target = duckdb.connect() if con is None else con

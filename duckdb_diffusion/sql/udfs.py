@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .. import fitting
 from ..artifact import ArtifactError
-from ..conditions import Given, check_given, parse_given
+from ..conditions import checked_given
 from ..loading import MODELS, load_model
 from ..runtime import Model
 from ..schema import check_columns, struct_fields
@@ -54,14 +54,9 @@ def impute(instance: Instance, names: list[str]):
 
 
 def synthesize(instance: Instance):
-    checked: dict[tuple[str, str], Given | None] = {}  # (digest, given JSON): checked once
-
     def run(ordinals, seed, digest, name, model_dir, given):
-        digest, given = _first(digest), _first(given)
-        model = model_for(instance, digest, _first(name), _first(model_dir))
-        if given is not None and (digest, given) not in checked:
-            checked[(digest, given)] = check_given(model, parse_given(given))
-        conditions = None if given is None else checked[(digest, given)]
+        model = model_for(instance, _first(digest), _first(name), _first(model_dir))
+        conditions = checked_given(model, _first(given))
         ordinals = ordinals.to_numpy() if hasattr(ordinals, "to_numpy") else np.asarray(ordinals)
         ordinals = np.asarray(ordinals, dtype=np.int64)
         batch = model.synthesize_rows(ordinals, int(_first(seed)), conditions)
