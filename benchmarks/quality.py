@@ -53,8 +53,15 @@ IMPUTERS = {
     "missforest_rf": None,
     "missforest": "missforest",
     "hyperimpute": "hyperimpute",
+    "miceforest": "miceforest",
+    "tabularargn": "tabularargn",
 }
-SYNTHESIZERS = {"gaussiancopula": "sdv", "ctgan": "sdv", "tvae": "sdv"}
+SYNTHESIZERS = {
+    "gaussiancopula": "sdv",
+    "ctgan": "sdv",
+    "tvae": "sdv",
+    "tabularargn": "tabularargn",
+}
 LABELS = {
     "mean/mode": "mean/mode",
     "knn": "KNN (k=5)",
@@ -62,6 +69,8 @@ LABELS = {
     "missforest_rf": "MissForest (random forests, the original algorithm)",
     "missforest": "`missforest` package (LightGBM)",
     "hyperimpute": "HyperImpute",
+    "miceforest": "miceforest 6.0.5 (LightGBM MICE, 5 rounds)",
+    "tabularargn": "MOSTLY AI TabularARGN (mostlyai-engine 2.7.3)",
     "gaussiancopula": "SDV GaussianCopula",
     "ctgan": "SDV CTGAN",
     "tvae": "SDV TVAE",
@@ -113,12 +122,22 @@ class Environments:
             print(f"setting up the {name} environment in {venv} ...", flush=True)
             try:
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                pip = [str(python), "-m", "pip", "install", "-q"]
                 subprocess.run(
-                    [str(python), "-m", "pip", "install", "-q", "-r", str(PEERS / f"{name}.txt")],
+                    [*pip, "-r", str(PEERS / f"{name}.txt")],
                     check=True,
                     capture_output=True,
                     text=True,
                 )
+                # A peer whose own pins break beside ours installs without its dependencies,
+                # after the file above has installed the ones it needs.
+                if (PEERS / f"{name}.nodeps.txt").exists():
+                    subprocess.run(
+                        [*pip, "--no-deps", "-r", str(PEERS / f"{name}.nodeps.txt")],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
             except subprocess.CalledProcessError as error:
                 self.failed[name] = (error.stderr or str(error)).strip().splitlines()[-1][:300]
                 print(f"  {name} did not install: {self.failed[name]}", flush=True)
@@ -279,6 +298,7 @@ def synthesis_runs(dataset: str, truth: pa.Table, config: dict, envs, results, w
                 "shape_error": float(np.mean(list(shape.values()))),
                 "trend_error": float(np.mean(list(trend.values()))),
                 "detection_auc": metrics.detection_auc(train, synthetic, columns),
+                "detection_auc_trees": metrics.detection_auc_trees(train, synthetic, columns),
                 "efficacy_metric": efficacy["metric"],
                 "efficacy_real": efficacy["real"],
                 "efficacy_synthetic": efficacy["synthetic"],
@@ -396,6 +416,8 @@ SHORT = {
     "missforest_rf": "MissForest",
     "missforest": "missforest pkg",
     "hyperimpute": "HyperImpute",
+    "miceforest": "miceforest",
+    "tabularargn": "TabularARGN",
     OURS: "**ours**",
 }
 
@@ -466,15 +488,16 @@ def markdown(rows: list[dict], config: dict, failed: dict) -> str:
             f"\n**Synthesis, {dataset}** (lower is better for errors; detection AUC 0.5 is "
             f"indistinguishable; efficacy {metric} on real held-out rows, real-trained "
             f"{chosen[0]['efficacy_real']:.3f}; DCR share 0.5 is ideal)\n",
-            "| method | shape error | trend error | detection AUC | efficacy | DCR share "
-            "| fit s | sample s |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | shape error | trend error | detection AUC (network) | detection AUC "
+            "(trees) | efficacy | DCR share | fit s | sample s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for method in LABELS:
             for r in (r for r in chosen if r["method"] == method):
+                trees = f"{r['detection_auc_trees']:.3f}" if "detection_auc_trees" in r else "–"
                 lines.append(
                     f"| {LABELS[method]} | {r['shape_error']:.3f} | {r['trend_error']:.3f} | "
-                    f"{r['detection_auc']:.3f} | {r['efficacy_synthetic']:.3f} | "
+                    f"{r['detection_auc']:.3f} | {trees} | {r['efficacy_synthetic']:.3f} | "
                     f"{r['dcr_share']:.3f} | {r['fit_s']:.1f} | {r['sample_s']:.1f} |"
                 )
     errors = [r for r in rows if "error" in r]

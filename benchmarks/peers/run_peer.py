@@ -202,6 +202,16 @@ def _sdv(kind: str, train: pd.DataFrame, rows: int, categorical: list[str], seed
     return sample, {"fit_s": fitted, "sample_s": time.perf_counter() - start}
 
 
+def _tabularargn_sample(kind, train, rows, categorical, seed, epochs):
+    """TabularARGN with its defaults (model size, epochs, early stopping), on the CPU."""
+    start = time.perf_counter()
+    model = _tabularargn(train, categorical, seed)
+    fitted = time.perf_counter() - start
+    start = time.perf_counter()
+    sample = model.sample(n_samples=rows)
+    return sample, {"fit_s": fitted, "sample_s": time.perf_counter() - start}
+
+
 def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
     try:
@@ -216,25 +226,71 @@ def miceforest_multiple(
     frame: pd.DataFrame, categorical: list[str], m: int, seed: int, iterations: int
 ):
     """miceforest's multiple imputation: ``m`` datasets, ``iterations`` MICE rounds, its
-    defaults otherwise. Its log-odds of a class probability of exactly 1.0 is inf, which crashes its
-    mean matching: probabilities are clipped first."""
-    import miceforest as mf
-    import miceforest.imputation_kernel as mf_kernel
-
-    original = mf_kernel.logodds  # imported by name into the kernel, which calls it
-
-    def clipped(probability):
-        return original(np.clip(probability, 1e-6, 1 - 1e-6))
-
-    mf_kernel.logodds = clipped
-    names = {name: f"c{i}" for i, name in enumerate(frame.columns)}
-    data = frame.rename(columns=names)
-    for name in categorical:
-        data[names[name]] = data[names[name]].astype("category")
-    kernel = mf.ImputationKernel(data, num_datasets=m, random_state=seed)
+    defaults otherwise."""
+    data, names = _miceforest_frame(frame, categorical)
+    kernel = _miceforest_kernel(data, m, seed)
     kernel.mice(iterations)
     back = {v: k for k, v in names.items()}
     return [kernel.complete_data(dataset=i).rename(columns=back) for i in range(m)]
+
+
+def _miceforest_frame(frame: pd.DataFrame, categorical: list[str], names: dict | None = None):
+    """Plain column names (miceforest's LightGBM refuses some characters) and categories as
+    pandas categoricals, with the levels of the first frame."""
+    names = names or {name: f"c{i}" for i, name in enumerate(frame.columns)}
+    data = frame.rename(columns=names).reset_index(drop=True)
+    for name in categorical:
+        data[names[name]] = data[names[name]].astype("category")
+    return data, names
+
+
+def _miceforest_kernel(data: pd.DataFrame, m: int, seed: int):
+    """A kernel whose log-odds cannot be infinite: miceforest turns a class probability of
+    exactly 1.0 into inf, which crashes its mean matching, so probabilities are clipped."""
+    import miceforest as mf
+    import miceforest.imputation_kernel as mf_kernel
+
+    if not getattr(mf_kernel.logodds, "clipped", False):
+        original = mf_kernel.logodds  # imported by name into the kernel, which calls it
+
+        def clipped(probability):
+            return original(np.clip(probability, 1e-6, 1 - 1e-6))
+
+        clipped.clipped = True
+        mf_kernel.logodds = clipped
+    return mf.ImputationKernel(data, num_datasets=m, random_state=seed)
+
+
+def miceforest_single(train: pd.DataFrame, test: pd.DataFrame, categorical: list[str], seed: int):
+    """miceforest with its defaults: one dataset, 5 MICE rounds on the training rows; held-out
+    rows are filled by the same models (``impute_new_data``)."""
+    data, names = _miceforest_frame(train, categorical)
+    kernel = _miceforest_kernel(data, 1, seed)
+    kernel.mice(5)
+    new, _ = _miceforest_frame(test, categorical, names)
+    back = {v: k for k, v in names.items()}
+    filled_test = kernel.impute_new_data(new, random_state=seed).complete_data(dataset=0)
+    return [
+        kernel.complete_data(dataset=0).rename(columns=back),
+        filled_test.rename(columns=back),
+    ]
+
+
+def tabularargn_impute(train: pd.DataFrame, test: pd.DataFrame, categorical: list[str], seed: int):
+    """MOSTLY AI's TabularARGN with its defaults, fitted on the masked training rows; each
+    missing cell is one draw given the row's observed cells (``impute``, 1 draw)."""
+    model = _tabularargn(train, categorical, seed)
+    return [model.impute(train), model.impute(test)]
+
+
+def _tabularargn(train: pd.DataFrame, categorical: list[str], seed: int):
+    from mostlyai.engine import TabularARGN
+
+    kinds = {c: "TABULAR_CATEGORICAL" for c in categorical}
+    kinds.update({c: "TABULAR_NUMERIC_AUTO" for c in train.columns if c not in categorical})
+    model = TabularARGN(tgt_encoding_types=kinds, device="cpu", random_state=seed)
+    model.fit(train.reset_index(drop=True))
+    return model
 
 
 IMPUTERS = {
@@ -243,14 +299,21 @@ IMPUTERS = {
     "missforest_rf": missforest_rf,
     "missforest": missforest,
     "hyperimpute": hyperimpute,
+    "miceforest": miceforest_single,
+    "tabularargn": tabularargn_impute,
 }
-SYNTHESIZERS = ("gaussiancopula", "ctgan", "tvae")
+SYNTHESIZE = {
+    "gaussiancopula": _sdv,
+    "ctgan": _sdv,
+    "tvae": _sdv,
+    "tabularargn": _tabularargn_sample,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=["impute", "synthesize", "multiple"])
-    parser.add_argument("method", choices=[*IMPUTERS, *SYNTHESIZERS, "miceforest"])
+    parser.add_argument("method", choices=sorted({*IMPUTERS, *SYNTHESIZE}))
     parser.add_argument("--imputations", type=int, default=20, help="datasets (multiple)")
     parser.add_argument("--iterations", type=int, default=5, help="MICE rounds (multiple)")
     parser.add_argument("--train", required=True)
@@ -286,7 +349,9 @@ def main() -> None:
         timing = {"s": time.perf_counter() - start}
         _write_long(copies, train, categorical, args.out)
     else:
-        sample, timing = _sdv(args.method, train, args.rows, categorical, args.seed, args.epochs)
+        sample, timing = SYNTHESIZE[args.method](
+            args.method, train, args.rows, categorical, args.seed, args.epochs
+        )
         _write(sample, train, categorical, args.out)
     with open(args.timing, "w") as handle:
         json.dump(timing, handle)
@@ -298,7 +363,7 @@ def _write(frame: pd.DataFrame, like: pd.DataFrame, categorical: list[str], path
     out = {}
     for name in like.columns:
         if name in categorical:
-            out[name] = frame[name].map(lambda v: None if v is None or v != v else str(v))
+            out[name] = frame[name].map(lambda v: None if pd.isna(v) else str(v))
         else:
             out[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     pd.DataFrame(out).to_parquet(path, index=False)

@@ -60,25 +60,39 @@ class PointGraph(_LatentGraph):
     one (what absolute error and accuracy reward).
 
     With category trees, a categorical cell's mode is that of the product of the predictor's
-    and the trees' probabilities (their log-probabilities add). The trees' log-odds come in as
-    ``tree_margins``, an input that ``trees.attach`` replaces by the trees themselves."""
+    and the trees' probabilities (their log-probabilities add). With numeric trees, a numeric
+    cell's median is a blend of the predictor's and the trees', each column with its weight
+    chosen on validation cells. The trees' outputs come in as ``tree_margins`` and
+    ``tree_medians``, inputs that ``trees.attach`` replaces by the trees themselves."""
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
         self.predictor = model.predictor
         self.sizes = list(model.predictor.category_sizes)
+        weights = torch.zeros(model.predictor.n_numeric)
+        for t in model.trees:
+            if t.numeric:
+                weights[t.column] = t.weight
+        self.register_buffer("tree_weights", weights)
+        self.tree_inputs = _torch_inputs(model, "impute")[len(INPUTS["impute"]) :]
 
-    def forward(self, num, cat, mask, tree_margins=None):
+    def forward(self, num, cat, mask, *tree_outputs):
         given, tokens = self.given_tokens(num, cat, mask)
-        if tree_margins is None:
-            return self.predictor.values(given, tokens)
         medians, logits = self.predictor(given, tokens)
-        trees = tree_margins.split(self.sizes, dim=-1)
-        modes = [
-            (torch.log_softmax(net, -1) + torch.log_softmax(tree, -1)).argmax(-1)
-            for net, tree in zip(logits, trees, strict=True)
-        ]
-        return medians, torch.stack(modes, dim=1)
+        outputs = dict(zip(self.tree_inputs, tree_outputs, strict=True))
+        if trees.MEDIANS in outputs:
+            medians = medians + self.tree_weights * (outputs[trees.MEDIANS] - medians)
+        if trees.MARGINS in outputs:
+            parts = outputs[trees.MARGINS].split(self.sizes, dim=-1)
+            logits = [
+                torch.log_softmax(net, -1) + torch.log_softmax(tree, -1)
+                for net, tree in zip(logits, parts, strict=True)
+            ]
+        if logits:
+            modes = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
+        else:
+            modes = torch.zeros(num.shape[0], 0, dtype=torch.int64, device=num.device)
+        return medians, modes
 
 
 class SampleGraph(_LatentGraph):
@@ -106,22 +120,27 @@ def export_graphs(model: TrainedModel, n_numeric: int, category_sizes: list[int]
     """-> {"impute": onnx bytes, "synthesize": onnx bytes}."""
     example = example_inputs(model, n_numeric, len(category_sizes), rows=3)
     example[trees.MARGINS] = torch.zeros(3, sum(category_sizes))
+    example[trees.MEDIANS] = torch.zeros(3, n_numeric)
     graphs = {}
     for name, graph in GRAPH_MODULES.items():
         module = graph(model).eval()
         inputs = _torch_inputs(model, name)
         with _EXPORT_LOCK:
             graphs[name] = _export(module, tuple(example[k] for k in inputs), inputs)
-        if trees.MARGINS in inputs:
+        if len(inputs) > len(INPUTS[name]):
             graphs[name] = trees.attach(graphs[name], model.trees, n_numeric, category_sizes)
     return graphs
 
 
 def _torch_inputs(model: TrainedModel, name: str) -> list[str]:
     """The graph's inputs as torch sees it: the point graph of a model with trees also takes
-    the trees' log-odds, which the exported graph computes itself."""
-    with_trees = name == "impute" and bool(model.trees)
-    return INPUTS[name] + [trees.MARGINS] if with_trees else INPUTS[name]
+    the trees' outputs (log-odds of categorical cells, medians of numeric ones), which the
+    exported graph computes itself."""
+    if name != "impute":
+        return INPUTS[name]
+    kinds = {t.numeric for t in model.trees}
+    extra = [trees.MARGINS] * (False in kinds) + [trees.MEDIANS] * (True in kinds)
+    return INPUTS[name] + extra
 
 
 def _export(module: nn.Module, args: tuple, inputs: list[str]) -> bytes:
@@ -191,7 +210,9 @@ def check_agreement(model: TrainedModel, graphs: dict, num, cat, mask, seed: int
     feeds = {"num": num, "cat": cat, "mask": mask, "noise": noise}
     if model.trees:
         sizes = model.predictor.category_sizes
-        feeds[trees.MARGINS] = trees.margins(model.trees, trees.features(num, cat, mask), sizes)
+        x = trees.features(num, cat, mask)
+        feeds[trees.MARGINS] = trees.margins(model.trees, x, sizes)
+        feeds[trees.MEDIANS] = trees.medians(model.trees, x, num.shape[1])
     report = {"rows": int(rows)}
     for name, graph in GRAPH_MODULES.items():
         module = graph(model).eval()

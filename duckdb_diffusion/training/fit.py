@@ -16,6 +16,7 @@ from ..metrics import hide_cells, imputation_scores, mean_mode_fill
 from ..runtime import Model
 from ..schema import CATEGORICAL, PASSTHROUGH, ColumnSpec
 from ..settings import TrainConfig
+from .dequantize import dequantized
 from .export import OPSET, check_agreement, export_graphs
 from .missingness import calibrate_missingness, fit_missingness
 from .trainer import train
@@ -53,7 +54,8 @@ def fit_artifact(
         )
     encoder = Encoder.fit(table, modelled)
     encoded = encoder.encode(table)
-    trained = train(encoded.num, encoded.cat, encoded.mask, encoder.category_sizes, config)
+    num = dequantized(encoder, table, encoded, config.seed)
+    trained = train(num, encoded.cat, encoded.mask, encoder.category_sizes, config)
     check = trained.validation_rows[:CHECK_ROWS]
     graphs, agreement = export_checked(
         trained, encoded.num.shape[1], encoder.category_sizes, encoded, check
@@ -88,11 +90,11 @@ def fit_artifact(
 
 
 def export_checked(trained, n_numeric: int, sizes: list[int], encoded, check) -> tuple:
-    """Export the graphs and prove them against torch. The category trees' export reads
+    """Export the graphs and prove them against torch. The boosted trees' export reads
     scikit-learn's private tree arrays: if a scikit-learn release changed them (export fails
     or disagrees), the model is stored without the trees, with a warning and the reason in
     ``metrics.trees.dropped``, rather than not at all (the point predictor alone is the
-    ``category_trees=False`` model)."""
+    ``category_trees=False, numeric_trees=False`` model)."""
 
     def attempt():
         graphs = export_graphs(trained, n_numeric, sizes)
@@ -104,7 +106,7 @@ def export_checked(trained, n_numeric: int, sizes: list[int], encoded, check) ->
     try:
         return attempt()
     except Exception as error:  # any failure of the trees' export
-        log.warning("category trees could not be exported (%s); stored without them", error)
+        log.warning("boosted trees could not be exported (%s); stored without them", error)
         trained.trees = []
         trees = trained.metrics.get("trees", {})
         trained.metrics["trees"] = {**trees, "dropped": f"{type(error).__name__}: {error}"[:500]}

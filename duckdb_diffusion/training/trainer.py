@@ -4,10 +4,12 @@ Both stages see observed cells only: the VAE's losses are masked by the observat
 the denoiser learns to produce a random subset of each row's observed tokens from the rest
 (plus, for some rows, from nothing at all), so one network serves random imputation and
 synthesis. The point predictor trains beside it on the same batches and masks; between the
-two stages, boosted trees learn each categorical column from the other cells (trees.py).
+two stages, boosted trees learn each column from the other cells (trees.py), and at the end
+each numeric column's blend of trees and predictor is chosen on validation cells.
 
-Training stops at whichever comes first: the epoch cap, early stopping on a validation split, or
-the time budget. Results are bit-reproducible for a seed when the clock is not what stopped it.
+The denoiser trains until its validation loss stops improving at the lowest of a few learning
+rates (convergence), the epoch cap or the time budget, whichever comes first. Results are
+bit-reproducible for a seed when the clock is not what stopped a stage.
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ import torch.nn.functional as F
 from ..settings import TrainConfig
 from .edm import Precond, denoising_loss
 from .networks import ColumnVAE, Denoiser, PointPredictor
-from .trees import ColumnTrees, fit_trees
+from .trees import ColumnTrees, blend_weights, fit_trees
+from .trees import features as tree_features
 
 VALIDATE_EVERY_STEPS = 100
 VALIDATION_SAMPLES = 2048
+# The denoiser's learning rate falls by LR_FACTOR at each plateau, LR_DECAYS times, before a
+# last plateau stops training; a validation counts as better below (1 - MIN_IMPROVEMENT) x best.
+LR_DECAYS = 3
+LR_FACTOR = 0.3
+MIN_IMPROVEMENT = 1e-3
+BLEND_HIDE = 0.3  # share of validation cells hidden to choose the numeric trees' weights
 
 
 @dataclass
@@ -91,10 +100,21 @@ def _train(
         latents = ((mu - mean) / std * token_mask).reshape(rows, -1)
 
     trees, tree_metrics = [], {}
-    if config.category_trees and category_sizes and config.tree_share > 0:
+    categorical_trees = config.category_trees and bool(category_sizes)
+    numeric_trees = config.numeric_trees and num.shape[1] > 0
+    if (categorical_trees or numeric_trees) and config.tree_share > 0:
         seconds = config.max_seconds * config.tree_share
         trees, tree_metrics = fit_trees(
-            num, cat, mask, category_sizes, fit_rows, val_rows, seconds, config.seed
+            num,
+            cat,
+            mask,
+            category_sizes,
+            fit_rows,
+            val_rows,
+            seconds,
+            config.seed,
+            categorical=categorical_trees,
+            numeric=numeric_trees,
         )
 
     dim = latents.shape[1]
@@ -108,6 +128,11 @@ def _train(
         denoiser, predictor, latents, data["mask"], fit_rows, val_rows, config, clock
     )
     clock.close()
+    best_predictor = predictor.best()
+    if any(t.numeric for t in trees):
+        tree_metrics["weights"] = _blend_weights(
+            best_predictor, trees, num, cat, mask, latents, val_rows, config
+        )
     metrics = {
         "rows": int(rows),
         "training_seconds": round(clock.elapsed(), 2),
@@ -118,8 +143,26 @@ def _train(
     # Tables under 10 rows have no held-out rows; the export check then uses training rows.
     check_rows = val_rows if len(val_rows) else fit_rows
     return TrainedModel(
-        vae, denoiser, mean, std, config, metrics, check_rows, predictor.best(), trees
+        vae, denoiser, mean, std, config, metrics, check_rows, best_predictor, trees
     )
+
+
+def _blend_weights(predictor, trees, num, cat, mask, latents, val_rows, config) -> dict:
+    """Choose each numeric column's share of its trees in the imputed median on validation
+    rows with a fixed ``BLEND_HIDE`` share of their observed cells hidden: what the exported
+    graph will see when it imputes."""
+    if not len(val_rows):
+        return {}
+    rng = np.random.default_rng(config.seed + 2)
+    observed = mask[val_rows] > 0
+    hidden = observed & (rng.random(observed.shape) < BLEND_HIDE)
+    cond = (observed & ~hidden).astype(np.float32)
+    with torch.no_grad():
+        tokens = _tokens(torch.from_numpy(cond), config.latent_dim)
+        net, _ = predictor(latents[val_rows], tokens)
+    x = tree_features(num[val_rows], cat[val_rows], cond)
+    n_numeric = num.shape[1]
+    return blend_weights(trees, x, net.numpy(), num[val_rows], hidden[:, :n_numeric])
 
 
 def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:
@@ -193,13 +236,9 @@ def _fit_denoiser(
     val_state = torch.random.get_rng_state()
     best, best_state, stale, epoch, steps, validated = math.inf, None, 0, 0, 0, 0
     started = best_at = clock.elapsed()
+    rate, decays, stopped = config.learning_rate, 0, "epochs"
     for epoch in range(1, config.diffusion_epochs + 1):
         denoiser.train()
-        # Cosine decay of the learning rate over whichever ends first, the budget or the epochs:
-        # a budget-limited run gets the benefit of annealing instead of stopping at full rate.
-        by_time = (clock.elapsed() - started) / max(config.max_seconds - started, 1e-9)
-        progress = min(1.0, max(by_time, (epoch - 1) / config.diffusion_epochs))
-        rate = config.learning_rate * (0.05 + 0.475 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
             group["lr"] = rate
         for idx in _batches(fit_rows, config.batch_size, config.seed + 10_000 + epoch):
@@ -230,19 +269,26 @@ def _fit_denoiser(
         val_gen.manual_seed(config.seed + 1)
         torch.random.set_rng_state(train_state)
         clock.show("diffusion", epoch, val)
-        if val < best - 1e-4:
+        if val < best * (1 - MIN_IMPROVEMENT):
             best, best_state, stale = val, copy.deepcopy(ema.state_dict()), 0
             best_at = clock.elapsed()
         else:
             stale += 1
-        if stale >= config.patience or clock.out_of_time():
+        # Convergence, not the clock, ends a default run: each plateau of ``patience``
+        # validations lowers the learning rate, and a plateau at the lowest rate stops. The
+        # schedule depends on validation losses only, so a run stopped this way is the same
+        # for a seed on any machine; the time budget is a cap (a run it stops is not).
+        if stale >= config.patience:
+            if decays == LR_DECAYS:
+                stopped = "converged"
+                break
+            rate, decays, stale = rate * LR_FACTOR, decays + 1, 0
+        if clock.out_of_time():
+            stopped = "time"
             break
     ema.load_state_dict(best_state if best_state is not None else ema.state_dict())
     denoiser.load_state_dict(ema.state_dict())
     denoiser.eval()
-    stopped = (
-        "patience" if stale >= config.patience else "time" if clock.out_of_time() else "epochs"
-    )
     return {
         "epochs": epoch,
         "steps": steps,
@@ -252,6 +298,7 @@ def _fit_denoiser(
         "best_at_seconds": round(best_at, 2),
         "validation_loss": round(best, 5),
         "stopped_by": stopped,
+        "learning_rate_decays": decays,
         **predictor.metrics(),
     }
 

@@ -1,5 +1,5 @@
-"""Gradient-boosted trees for categorical cells, fitted beside the networks and exported as one
-ONNX ``TreeEnsemble`` node.
+"""Gradient-boosted trees for categorical and numeric cells, fitted beside the networks and
+exported as ONNX ``TreeEnsemble`` nodes.
 
 Why: a categorical cell is often decided by exact rules on other cells (a repayment status
 by the previous month's status, a coastline class by a longitude threshold) that a tree
@@ -14,9 +14,14 @@ are categorical features (set splits, exported as ``BRANCH_MEMBER``). The number
 rounds is chosen on the validation rows; training stops when its share of the budget is
 spent.
 
+Numeric cells get the same treatment with absolute-error regressors (their optimum is the
+median, as the point predictor's): the imputed value is a blend of the predictor's median and
+the trees', with each column's weight chosen on validation cells (``blend_weights``), so a
+column where trees do not help keeps the predictor's value.
+
 The graph computes the same features from its (num, cat, mask) inputs, so the trees add no
-input: ``tree_margins`` is an input of the exported torch graph that ``attach`` replaces with
-the ensemble's output.
+input: ``tree_margins`` and ``tree_medians`` are inputs of the exported torch graph that
+``attach`` replaces with the ensembles' outputs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 5  # TreeEnsemble, with set-membership splits
 MARGINS = "tree_margins"
+MEDIANS = "tree_medians"
+BLEND_STEPS = 11  # candidate weights of the trees' median: 0, 0.1, ..., 1
 # A boosting round fits one tree per level: columns with more levels are left to the networks.
 MAX_LEVELS = 64
 # HistGradientBoosting bins values in 255 bins: a categorical feature must fit in them.
@@ -47,11 +54,14 @@ BRANCH_LEQ, BRANCH_MEMBER = 0, 6
 
 @dataclass
 class ColumnTrees:
-    """One categorical column's classifier, already cut to its best number of rounds."""
+    """One column's boosted trees, already cut to their best number of rounds: a classifier
+    for a categorical column, an absolute-error regressor for a numeric one."""
 
-    column: int  # index among the categorical columns
+    column: int  # index among the categorical (or the numeric) columns
     features: np.ndarray  # which columns of ``features(...)`` it reads
-    classifier: object  # a fitted HistGradientBoostingClassifier
+    classifier: object  # a fitted HistGradientBoostingClassifier (or ...Regressor)
+    numeric: bool = False
+    weight: float = 0.0  # numeric: the trees' share of the imputed median (blend_weights)
 
 
 def features(num: np.ndarray, cat: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -69,29 +79,38 @@ def fit_trees(
     val_rows: np.ndarray,
     seconds: float,
     seed: int,
+    categorical: bool = True,
+    numeric: bool = False,
 ) -> tuple[list[ColumnTrees], dict]:
-    """Fit one classifier per categorical column with 2..MAX_LEVELS levels, within
-    ``seconds`` in all; -> the fitted columns and a summary for the training metrics."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    """Fit one classifier per categorical column with 2..MAX_LEVELS levels (``categorical``)
+    and one absolute-error regressor per numeric column (``numeric``), within ``seconds`` in
+    all; -> the fitted columns and a summary for the training metrics."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     started = time.perf_counter()
     deadline = started + seconds
     x = features(num, cat, mask)
     n_numeric = num.shape[1]
     sizes = [*([0] * n_numeric), *category_sizes]
-    fitted, rounds = [], {}
-    for j, size in enumerate(category_sizes):
+    targets = []
+    if categorical:
+        targets += [(n_numeric + j, j, size) for j, size in enumerate(category_sizes)]
+    if numeric:
+        targets += [(j, j, 0) for j in range(n_numeric)]
+    fitted, rounds, numeric_rounds = [], {}, {}
+    for column, j, size in targets:
+        is_numeric = column < n_numeric
         if size > MAX_LEVELS or time.perf_counter() > deadline:
             continue
-        column = n_numeric + j
+        y = num[:, j] if is_numeric else cat[:, j]
         train = fit_rows[mask[fit_rows, column] > 0]
-        if len(train) < 2 * MIN_LEAF or len(np.unique(cat[train, j])) < 2:
+        if len(train) < 2 * MIN_LEAF or len(np.unique(y[train])) < 2:
             continue
         valid = val_rows[mask[val_rows, column] > 0]
         others = _splittable(x[train], column)
         if not len(others):
             continue
-        classifier = HistGradientBoostingClassifier(
+        options = dict(
             learning_rate=0.1,
             max_iter=0,
             min_samples_leaf=MIN_LEAF,
@@ -101,14 +120,20 @@ def fit_trees(
             random_state=seed,
             categorical_features=[0 < sizes[f] <= MAX_CATEGORICAL_FEATURE_LEVELS for f in others],
         )
-        best = _boost(classifier, x[:, others], cat[:, j], train, valid, deadline)
+        if is_numeric:
+            model = HistGradientBoostingRegressor(loss="absolute_error", **options)
+        else:
+            model = HistGradientBoostingClassifier(**options)
+        best = _boost(model, x[:, others], y, train, valid, deadline)
         if not best:
             continue
-        del classifier._predictors[best:]
-        rounds[str(j)] = best
-        if any(not p.nodes[0]["is_leaf"] for trees in classifier._predictors for p in trees):
-            fitted.append(ColumnTrees(j, others, classifier))  # else it only knows the level shares
+        del model._predictors[best:]
+        (numeric_rounds if is_numeric else rounds)[str(j)] = best
+        if any(not p.nodes[0]["is_leaf"] for trees in model._predictors for p in trees):
+            fitted.append(ColumnTrees(j, others, model, numeric=is_numeric))
     summary = {"seconds": round(time.perf_counter() - started, 2), "rounds": rounds}
+    if numeric:
+        summary["numeric_rounds"] = numeric_rounds
     return fitted, summary
 
 
@@ -121,24 +146,39 @@ def _splittable(x: np.ndarray, column: int) -> np.ndarray:
     return np.flatnonzero(usable)
 
 
-def _boost(classifier, x, y, train, valid, deadline) -> int:
-    """Add rounds in chunks until the validation log-loss stops improving, the rounds run
-    out or the time does; -> the best number of rounds (by validation, else all)."""
+def _boost(model, x, y, train, valid, deadline) -> int:
+    """Add rounds in chunks until the validation loss (log-loss for a classifier, absolute
+    error for a regressor) stops improving, the rounds run out or the time does; -> the best
+    number of rounds (by validation, else all)."""
     losses = []
-    while classifier.max_iter < MAX_ROUNDS and time.perf_counter() < deadline:
-        classifier.max_iter += ROUNDS_PER_CHUNK
-        classifier.fit(x[train], y[train])
+    while model.max_iter < MAX_ROUNDS and time.perf_counter() < deadline:
+        model.max_iter += ROUNDS_PER_CHUNK
+        model.fit(x[train], y[train])
         if not len(valid):
             continue
-        losses.append(_log_loss(classifier.decision_function(x[valid]), classifier, y[valid]))
+        losses.append(_loss(model, _decision(model, x[valid]), y[valid]))
         if len(losses) > STALE_CHUNKS and min(losses[-STALE_CHUNKS:]) >= min(losses):
             break
-    if classifier.max_iter == 0:  # out of time before the first round
+    if model.max_iter == 0:  # out of time before the first round
         return 0
-    if not len(valid) or classifier.n_iter_ == 0:
-        return classifier.n_iter_
-    staged = classifier.staged_decision_function(x[valid])
-    return int(np.argmin([_log_loss(d, classifier, y[valid]) for d in staged])) + 1
+    if not len(valid) or model.n_iter_ == 0:
+        return model.n_iter_
+    staged = (
+        model.staged_decision_function(x[valid])
+        if hasattr(model, "classes_")
+        else model.staged_predict(x[valid])
+    )
+    return int(np.argmin([_loss(model, d, y[valid]) for d in staged])) + 1
+
+
+def _decision(model, x: np.ndarray) -> np.ndarray:
+    return model.decision_function(x) if hasattr(model, "classes_") else model.predict(x)
+
+
+def _loss(model, decision: np.ndarray, y: np.ndarray) -> float:
+    if hasattr(model, "classes_"):
+        return _log_loss(decision, model, y)
+    return float(np.abs(decision - y).mean())
 
 
 def _log_loss(decision: np.ndarray, classifier, y: np.ndarray) -> float:
@@ -171,14 +211,14 @@ def _start_logits(t: ColumnTrees, size: int) -> np.ndarray:
 
 
 def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) -> np.ndarray:
-    """What ``margins_graph`` computes, by scikit-learn: per level of every categorical column,
-    the trees' log-odds on the rows where that column is unobserved (NaN in ``x``), their
-    starting log-odds elsewhere (never used there: imputation keeps observed cells), 0 for
-    columns without trees."""
+    """What ``trees_graph`` computes as ``tree_margins``, by scikit-learn: per level of every
+    categorical column, the trees' log-odds on the rows where that column is unobserved (NaN in
+    ``x``), their starting log-odds elsewhere (never used there: imputation keeps observed
+    cells), 0 for columns without trees."""
     offsets = np.concatenate([[0], np.cumsum(category_sizes)]).astype(int)
     out = np.zeros((len(x), offsets[-1]), dtype=np.float32)
     n_numeric = x.shape[1] - len(category_sizes)
-    for t in trees:
+    for t in (t for t in trees if not t.numeric):
         column = n_numeric + t.column
         classes = t.classifier.classes_.astype(int)
         block = np.tile(_start_logits(t, category_sizes[t.column]), (len(x), 1))
@@ -190,13 +230,48 @@ def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) 
     return out
 
 
-def margins_graph(
-    trees: list[ColumnTrees], n_numeric: int, category_sizes: list[int]
-) -> onnx.ModelProto:
-    """(num, cat, mask) -> tree_margins, as ``margins`` computes it, in one ONNX graph.
+def medians(trees: list[ColumnTrees], x: np.ndarray, n_numeric: int) -> np.ndarray:
+    """What ``trees_graph`` computes as ``tree_medians``, by scikit-learn: each numeric column's
+    trees' median (encoded scale) on the rows where it is unobserved, their starting value
+    elsewhere, 0 for columns without trees."""
+    out = np.zeros((len(x), n_numeric), dtype=np.float32)
+    for t in (t for t in trees if t.numeric):
+        out[:, t.column] = _start_median(t)
+        rows = np.isnan(x[:, t.column])
+        if rows.any():
+            out[rows, t.column] = t.classifier.predict(x[np.ix_(rows, t.features)])
+    return out
+
+
+def blend_weights(trees: list[ColumnTrees], x: np.ndarray, net: np.ndarray, truth, hidden):
+    """Each numeric column's share of the trees in its imputed median, chosen on validation
+    cells: ``x`` the features with the ``hidden`` cells removed, ``net`` the point predictor's
+    medians for them, ``truth`` the encoded values. The weight with the lowest absolute error
+    wins (ties go to the predictor); -> {column: weight}, also stored on the trees."""
+    chosen = {}
+    n_numeric = net.shape[1]
+    tree = medians(trees, x, n_numeric)
+    for t in (t for t in trees if t.numeric):
+        rows = hidden[:, t.column]
+        if not rows.any():
+            continue
+        errors = [
+            np.abs(
+                w * tree[rows, t.column] + (1 - w) * net[rows, t.column] - truth[rows, t.column]
+            ).mean()
+            for w in np.linspace(0.0, 1.0, BLEND_STEPS)
+        ]
+        t.weight = float(np.linspace(0.0, 1.0, BLEND_STEPS)[int(np.argmin(errors))])
+        chosen[str(t.column)] = round(t.weight, 2)
+    return chosen
+
+
+def trees_graph(trees: list[ColumnTrees], n_numeric: int, category_sizes: list[int]):
+    """(num, cat, mask) -> tree_margins, tree_medians, as ``margins`` and ``medians`` compute
+    them, in one ONNX graph.
 
     Each column's trees run only on the rows where that column is unobserved (gathered, then
-    scattered back over the starting log-odds): with a fifth of the cells NULL they evaluate
+    scattered back over the starting values): with a fifth of the cells NULL they evaluate
     a fifth of the rows, and the trees cost about as much as the network."""
     n_columns = n_numeric + len(category_sizes)
     nodes = [
@@ -210,58 +285,47 @@ def margins_graph(
         numpy_helper.from_array(np.float32(0.0), "trees_zero"),
         numpy_helper.from_array(np.float32(np.nan), "trees_nan"),
     ]
-    by_column = {t.column: t for t in trees}
-    blocks = []
+    categorical = {t.column: t for t in trees if not t.numeric}
+    numeric = {t.column: t for t in trees if t.numeric}
+    blocks = {MARGINS: [], MEDIANS: []}
     for j, size in enumerate(category_sizes):
+        t = categorical.get(j)
+        ensemble = _column_ensemble(t, n_numeric, category_sizes) if t else None
+        base = ensemble[1] if t else np.zeros(size, np.float32)
         name = f"trees_{j}"
-        if j not in by_column:
-            constants.append(numpy_helper.from_array(np.zeros(size, np.float32), f"{name}_base"))
-        else:
-            attributes, base = _column_ensemble(by_column[j], n_numeric, category_sizes)
-            column = n_numeric + j
-            constants += [
-                numpy_helper.from_array(base, f"{name}_base"),
-                numpy_helper.from_array(np.int64(column), f"{name}_column"),
-            ]
+        blocks[MARGINS].append(
+            _column_block(name, n_numeric + j, ensemble and ensemble[0], base, nodes, constants)
+        )
+    for j in range(n_numeric):
+        t = numeric.get(j)
+        ensemble = _column_ensemble(t, n_numeric, category_sizes) if t else None
+        base = ensemble[1] if t else np.zeros(1, np.float32)
+        name = f"trees_num_{j}"
+        blocks[MEDIANS].append(
+            _column_block(name, j, ensemble and ensemble[0], base, nodes, constants)
+        )
+    for output, parts in blocks.items():
+        if parts:
+            nodes.append(helper.make_node("Concat", parts, [output], axis=1))
+        else:  # no column of that kind: an empty [batch, 0] block
+            constants.append(numpy_helper.from_array(np.asarray([0], np.int64), f"{output}_w"))
             nodes += [
-                helper.make_node(
-                    "Gather", ["trees_observed", f"{name}_column"], [f"{name}_seen"], axis=1
-                ),
-                helper.make_node("Not", [f"{name}_seen"], [f"{name}_unseen"]),
-                helper.make_node("NonZero", [f"{name}_unseen"], [f"{name}_nz"]),
-                helper.make_node("Transpose", [f"{name}_nz"], [f"{name}_rows"], perm=[1, 0]),
-                helper.make_node("GatherND", ["trees_x", f"{name}_rows"], [f"{name}_x"]),
-                helper.make_node(
-                    "TreeEnsemble", [f"{name}_x"], [f"{name}_raw"], domain=ML_DOMAIN, **attributes
-                ),
-                helper.make_node("Add", [f"{name}_raw", f"{name}_base"], [f"{name}_scores"]),
+                helper.make_node("Concat", ["trees_batch", f"{output}_w"], [f"{output}_s"], axis=0),
+                helper.make_node("ConstantOfShape", [f"{output}_s"], [output]),
             ]
-        nodes += [
-            helper.make_node("Concat", ["trees_batch", f"{name}_width"], [f"{name}_shape"], axis=0),
-            helper.make_node("Expand", [f"{name}_base", f"{name}_shape"], [f"{name}_start"]),
-        ]
-        constants.append(numpy_helper.from_array(np.asarray([size], np.int64), f"{name}_width"))
-        if j in by_column:
-            nodes.append(
-                helper.make_node(
-                    "ScatterND",
-                    [f"{name}_start", f"{name}_rows", f"{name}_scores"],
-                    [f"{name}_out"],
-                )
-            )
-            blocks.append(f"{name}_out")
-        else:
-            blocks.append(f"{name}_start")
-    nodes.append(helper.make_node("Concat", blocks, [MARGINS], axis=1))
+    widths = {MARGINS: sum(category_sizes), MEDIANS: n_numeric}
     graph = helper.make_graph(
         nodes,
-        "category_trees",
+        "column_trees",
         [
             helper.make_tensor_value_info("num", TensorProto.FLOAT, ["batch", n_numeric]),
             helper.make_tensor_value_info("cat", TensorProto.INT64, ["batch", len(category_sizes)]),
             helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", n_columns]),
         ],
-        [helper.make_tensor_value_info(MARGINS, TensorProto.FLOAT, ["batch", sum(category_sizes)])],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
+            for name, width in widths.items()
+        ],
         constants,
     )
     return helper.make_model(
@@ -269,12 +333,44 @@ def margins_graph(
     )
 
 
+def _column_block(name, column, attributes, base, nodes, constants) -> str:
+    """One column's block of the trees' output: its starting values on every row, and, with
+    trees, their output scattered onto the rows where the column is unobserved."""
+    constants += [
+        numpy_helper.from_array(np.asarray(base, np.float32), f"{name}_base"),
+        numpy_helper.from_array(np.asarray([len(base)], np.int64), f"{name}_width"),
+    ]
+    nodes += [
+        helper.make_node("Concat", ["trees_batch", f"{name}_width"], [f"{name}_shape"], axis=0),
+        helper.make_node("Expand", [f"{name}_base", f"{name}_shape"], [f"{name}_start"]),
+    ]
+    if attributes is None:
+        return f"{name}_start"
+    constants.append(numpy_helper.from_array(np.int64(column), f"{name}_column"))
+    nodes += [
+        helper.make_node("Gather", ["trees_observed", f"{name}_column"], [f"{name}_seen"], axis=1),
+        helper.make_node("Not", [f"{name}_seen"], [f"{name}_unseen"]),
+        helper.make_node("NonZero", [f"{name}_unseen"], [f"{name}_nz"]),
+        helper.make_node("Transpose", [f"{name}_nz"], [f"{name}_rows"], perm=[1, 0]),
+        helper.make_node("GatherND", ["trees_x", f"{name}_rows"], [f"{name}_x"]),
+        helper.make_node(
+            "TreeEnsemble", [f"{name}_x"], [f"{name}_raw"], domain=ML_DOMAIN, **attributes
+        ),
+        helper.make_node("Add", [f"{name}_raw", f"{name}_base"], [f"{name}_scores"]),
+        helper.make_node(
+            "ScatterND", [f"{name}_start", f"{name}_rows", f"{name}_scores"], [f"{name}_out"]
+        ),
+    ]
+    return f"{name}_out"
+
+
 def attach(graph_bytes: bytes, trees: list[ColumnTrees], n_numeric, category_sizes) -> bytes:
-    """Replace the ``tree_margins`` input of an exported graph by the trees that compute it."""
+    """Replace the ``tree_margins`` / ``tree_medians`` inputs of an exported graph by the trees
+    that compute them."""
     model = onnx.load_from_string(graph_bytes)
-    source = margins_graph(trees, n_numeric, category_sizes).graph
+    source = trees_graph(trees, n_numeric, category_sizes).graph
     graph = model.graph
-    kept = [i for i in graph.input if i.name != MARGINS]
+    kept = [i for i in graph.input if i.name not in (MARGINS, MEDIANS)]
     del graph.input[:]
     graph.input.extend(kept)
     nodes = list(graph.node)
@@ -285,19 +381,34 @@ def attach(graph_bytes: bytes, trees: list[ColumnTrees], n_numeric, category_siz
     return model.SerializeToString()
 
 
+def _start_median(t: ColumnTrees) -> float:
+    """A regressor's value before any tree, plus its rounds that never split."""
+    start = float(np.asarray(t.classifier._baseline_prediction).reshape(-1)[0])
+    return start + sum(p.nodes[0]["value"] for (p,) in t.classifier._predictors if _leaf(p))
+
+
+def _leaf(predictor) -> bool:
+    return bool(predictor.nodes[0]["is_leaf"])
+
+
 def _column_ensemble(t: ColumnTrees, n_numeric, category_sizes) -> tuple[dict, np.ndarray]:
     """TreeEnsemble attributes for one column's trees over the other columns' features, and
-    its constant log-odds per level (the model's start, ABSENT for levels it never saw, plus
-    trees without a split)."""
-    classifier = t.classifier
-    classes = classifier.classes_.astype(int)
+    its constant output: a classifier's log-odds per level (the model's start, ABSENT for
+    levels it never saw, plus trees without a split), a regressor's starting median."""
+    model = t.classifier
+    layout = _Layout(model, t.features, n_numeric, category_sizes)
+    out = _Nodes()
+    if t.numeric:
+        for (predictor,) in model._predictors:
+            if not _leaf(predictor):
+                out.add_tree(predictor, 0, layout)
+        return out.attributes(1), np.asarray([_start_median(t)], np.float32)
+    classes = model.classes_.astype(int)
     base = _start_logits(t, category_sizes[t.column])
     targets = classes[1:] if len(classes) == 2 else classes  # binary: one tree per round
-    layout = _Layout(classifier, t.features, n_numeric, category_sizes)
-    out = _Nodes()
-    for rounds in classifier._predictors:
+    for rounds in model._predictors:
         for target, predictor in zip(targets, rounds, strict=True):
-            if predictor.nodes[0]["is_leaf"]:
+            if _leaf(predictor):
                 base[target] += predictor.nodes[0]["value"]
             else:
                 out.add_tree(predictor, int(target), layout)
