@@ -269,6 +269,30 @@ def test_training_is_reproducible_when_epochs_end_it(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_training_stops_by_convergence_and_is_then_reproducible(tmp_path):
+    """With time to spare, the denoiser stops when its validation loss no longer improves at
+    its lowest learning rate, after lowering it on each plateau: the stopping point depends
+    on the data and the seed only, so two trainings are the same model."""
+    settings = {**FAST, "max_seconds": 600, "width": 16, "depth": 1, "patience": 2}
+    digests, stops = [], []
+    for run in range(2):
+        con = duckdb.connect(str(tmp_path / f"run{run}.duckdb"))
+        con.execute(
+            "CREATE TABLE t AS SELECT * FROM read_parquet(?) LIMIT 400", [data_file("california")]
+        )
+        summary = ddf.train(con, "t", seed=5, **settings)
+        stops.append(summary["metrics"]["diffusion"])
+        spec = json.loads(
+            con.execute("SELECT spec::VARCHAR FROM duckdb_diffusion.models").fetchall()[0][0]
+        )
+        digests.append(spec["graphs"])
+        con.close()
+    assert stops[0]["stopped_by"] == "converged"
+    assert stops[0]["learning_rate_decays"] == 3
+    assert stops[0]["seconds"] < 300  # long before the budget
+    assert digests[0] == digests[1]
+
+
 def test_the_batch_paths_give_what_sql_gives(housing):
     ddf.install(housing)
     sql = housing.sql("SELECT * FROM impute_latent_diffusion('housing', seed := 2)")

@@ -234,13 +234,18 @@ def miceforest_multiple(
     return [kernel.complete_data(dataset=i).rename(columns=back) for i in range(m)]
 
 
-def _miceforest_frame(frame: pd.DataFrame, categorical: list[str], names: dict | None = None):
+def _miceforest_frame(frame: pd.DataFrame, categorical: list[str], names=None, like=None):
     """Plain column names (miceforest's LightGBM refuses some characters) and categories as
-    pandas categoricals, with the levels of the first frame."""
+    pandas categoricals; new data gets the training frame's (``like``) levels, as
+    ``impute_new_data`` requires."""
     names = names or {name: f"c{i}" for i, name in enumerate(frame.columns)}
     data = frame.rename(columns=names).reset_index(drop=True)
     for name in categorical:
-        data[names[name]] = data[names[name]].astype("category")
+        column = names[name]
+        if like is None:
+            data[column] = data[column].astype("category")
+        else:
+            data[column] = pd.Categorical(data[column], categories=like[column].cat.categories)
     return data, names
 
 
@@ -267,7 +272,7 @@ def miceforest_single(train: pd.DataFrame, test: pd.DataFrame, categorical: list
     data, names = _miceforest_frame(train, categorical)
     kernel = _miceforest_kernel(data, 1, seed)
     kernel.mice(5)
-    new, _ = _miceforest_frame(test, categorical, names)
+    new, _ = _miceforest_frame(test, categorical, names, like=data)
     back = {v: k for k, v in names.items()}
     filled_test = kernel.impute_new_data(new, random_state=seed).complete_data(dataset=0)
     return [
