@@ -274,6 +274,7 @@ def test_training_stops_by_convergence_and_is_then_reproducible(tmp_path):
     its lowest learning rate, after lowering it on each plateau: the stopping point depends
     on the data and the seed only, so two trainings are the same model."""
     settings = {**FAST, "max_seconds": 600, "width": 16, "depth": 1, "patience": 2}
+    settings["diffusion_epochs"] = 100_000  # not the epoch cap: convergence must end it
     digests, stops = [], []
     for run in range(2):
         con = duckdb.connect(str(tmp_path / f"run{run}.duckdb"))
