@@ -263,16 +263,8 @@ def detection_auc(real: pa.Table, synthetic: pa.Table, columns: list[str], seed:
     one-hot categories, NULL indicators, so the classifier sees shapes; its hidden layer lets it
     see broken relations between columns too, which a logistic regression (TabSyn's choice)
     cannot: rows with every column shuffled apart fool a linear classifier completely."""
-    n = min(real.num_rows, synthetic.num_rows)
-    rng = np.random.default_rng(seed)
-    real = real.take(rng.permutation(real.num_rows)[:n])
-    synthetic = synthetic.take(rng.permutation(synthetic.num_rows)[:n])
-    x_real, x_synth = features([real, synthetic], real, columns, bins=True)
-    x = np.vstack([x_real, x_synth])
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    train = np.zeros(2 * n, dtype=bool)
-    train[rng.permutation(n)[: n // 2]] = True
-    train[n + rng.permutation(n)[: n // 2]] = True
+    real, synthetic, y, train = _two_samples(real, synthetic, seed)
+    x = np.vstack(features([real, synthetic], real, columns, bins=True))
     classify = _fit_classifier(x[train], y[train], seed)
     return roc_auc(classify(x[~train]), y[~train].astype(bool))
 
@@ -286,19 +278,26 @@ def detection_auc_trees(
     scikit-learn."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    n = min(real.num_rows, synthetic.num_rows)
-    rng = np.random.default_rng(seed)
-    real = real.take(rng.permutation(real.num_rows)[:n])
-    synthetic = synthetic.take(rng.permutation(synthetic.num_rows)[:n])
+    real, synthetic, y, train = _two_samples(real, synthetic, seed)
     x = np.vstack(_tree_features([real, synthetic], real, columns))
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    train = np.zeros(2 * n, dtype=bool)
-    train[rng.permutation(n)[: n // 2]] = True
-    train[n + rng.permutation(n)[: n // 2]] = True
     categorical = [not is_numeric(real.column(c).type) for c in columns]
     model = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed)
     model.fit(x[train], y[train])
     return roc_auc(model.predict_proba(x[~train])[:, 1], y[~train].astype(bool))
+
+
+def _two_samples(real: pa.Table, synthetic: pa.Table, seed: int):
+    """Equally many real and synthetic rows (label 1 and 0), and which of them a detector
+    learns from: half of each; it is scored on the other halves."""
+    n = min(real.num_rows, synthetic.num_rows)
+    rng = np.random.default_rng(seed)
+    real = real.take(rng.permutation(real.num_rows)[:n])
+    synthetic = synthetic.take(rng.permutation(synthetic.num_rows)[:n])
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    train = np.zeros(2 * n, dtype=bool)
+    train[rng.permutation(n)[: n // 2]] = True
+    train[n + rng.permutation(n)[: n // 2]] = True
+    return real, synthetic, y, train
 
 
 def closest_record_share(

@@ -200,7 +200,8 @@ def test_numeric_trees_export_and_impute_a_rule_through_sql():
     want = trees.medians(fitted, trees.features(**feeds), e.num.shape[1])
     np.testing.assert_allclose(got, want, atol=1e-4)
 
-    summary = ddf.train(con, "priced", **FAST)
+    # trees get half the budget: on a busy machine a tenth ran out before the price column
+    summary = ddf.train(con, "priced", **{**FAST, "tree_share": 0.5})
     weights = summary["metrics"]["trees"]["weights"]
     assert set(weights) >= {"2"} and all(0.0 <= w <= 1.0 for w in weights.values())
     ddf.install(con)

@@ -249,19 +249,15 @@ def blend_weights(trees: list[ColumnTrees], x: np.ndarray, net: np.ndarray, trut
     medians for them, ``truth`` the encoded values. The weight with the lowest absolute error
     wins (ties go to the predictor); -> {column: weight}, also stored on the trees."""
     chosen = {}
-    n_numeric = net.shape[1]
-    tree = medians(trees, x, n_numeric)
+    candidates = np.linspace(0.0, 1.0, BLEND_STEPS)
+    tree = medians(trees, x, net.shape[1])
     for t in (t for t in trees if t.numeric):
         rows = hidden[:, t.column]
         if not rows.any():
             continue
-        errors = [
-            np.abs(
-                w * tree[rows, t.column] + (1 - w) * net[rows, t.column] - truth[rows, t.column]
-            ).mean()
-            for w in np.linspace(0.0, 1.0, BLEND_STEPS)
-        ]
-        t.weight = float(np.linspace(0.0, 1.0, BLEND_STEPS)[int(np.argmin(errors))])
+        ours, theirs, true = net[rows, t.column], tree[rows, t.column], truth[rows, t.column]
+        errors = [np.abs(w * theirs + (1 - w) * ours - true).mean() for w in candidates]
+        t.weight = float(candidates[int(np.argmin(errors))])
         chosen[str(t.column)] = round(t.weight, 2)
     return chosen
 
