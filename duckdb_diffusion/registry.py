@@ -153,9 +153,15 @@ class DirectoryRegistry:
     rename, so a reader (in any process) sees the old model or the new one, never a mix; two
     processes saving one name at once both succeed and the later rename wins; a writer killed
     mid-save leaves only an unreferenced folder that the next save removes.
+
+    Pruning spares every version younger than ``GRACE_SECONDS``: a writer descheduled between
+    renaming its version into place and switching ``CURRENT`` to it may find that another
+    writer has saved twice meanwhile, and without the grace it would point ``CURRENT`` at a
+    folder the other writer had just removed.
     """
 
     KEEP_VERSIONS = 2  # the live one and its predecessor, which a reader may still be reading
+    GRACE_SECONDS = 60  # no version this young is removed, live or not
     STALE_SECONDS = 3600  # an unfinished staging folder this old belongs to a dead writer
 
     def __init__(self, path: str | os.PathLike):
@@ -197,7 +203,9 @@ class DirectoryRegistry:
 
     def load(self, name: str) -> Artifact:
         folder = self.path / _folder_name(name)
-        for _ in range(5):  # a concurrent save may retire the version between two reads
+        for attempt in range(5):  # a concurrent save may retire the version between two reads
+            if attempt:
+                time.sleep(0.01 * attempt)
             try:
                 version = (folder / "CURRENT").read_text().strip()
             except FileNotFoundError:
@@ -249,12 +257,22 @@ class DirectoryRegistry:
         now = time.time()
         for entry in folder.iterdir():
             if entry.name.startswith("v") and entry.name not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
+                if now - _saved_at(entry.name) > self.GRACE_SECONDS:
+                    shutil.rmtree(entry, ignore_errors=True)
             elif entry.name.startswith(".") and now - _mtime(entry) > self.STALE_SECONDS:
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     _unlink(entry)
+
+
+def _saved_at(version: str) -> float:
+    """When a version was renamed into place (its name starts with the time in nanoseconds);
+    a name that does not parse counts as old, so it can still be removed."""
+    try:
+        return int(version[1:].split("-", 1)[0]) / 1e9
+    except ValueError:
+        return 0.0
 
 
 def _mtime(path: Path) -> float:

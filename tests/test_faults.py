@@ -7,6 +7,7 @@ that was live before must still load and impute exactly as before.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -106,6 +107,29 @@ def test_a_writer_killed_mid_save_leaves_the_previous_model(copy, directory, whe
     con.close()
 
 
+def test_a_writer_paused_before_switching_versions_still_points_at_a_whole_model(copy, monkeypatch):
+    """Another writer saves twice while this one sits between renaming its version into place
+    and switching CURRENT to it: the other writer's pruning must not remove that version."""
+    _, models, _ = copy
+    registry = DirectoryRegistry(models)
+    replace, paused = os.replace, []
+
+    def replace_after_two_other_saves(source, target):
+        if os.path.basename(target) == "CURRENT" and not paused:
+            paused.append(True)
+            for k in range(2):
+                other = registry.load("t")
+                other.spec["source"] = f"other writer {k}"
+                DirectoryRegistry(models).save(other)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_after_two_other_saves)
+    artifact = registry.load("t")
+    artifact.spec["source"] = "paused writer"
+    registry.save(artifact)
+    assert paused and DirectoryRegistry(models).load("t").spec["source"] == "paused writer"
+
+
 @pytest.mark.parametrize("damage", ["truncated graph", "truncated spec", "missing graph"])
 def test_damaged_files_in_a_model_directory_give_a_clear_error(copy, damage):
     path, models, _ = copy
@@ -178,7 +202,13 @@ def test_two_processes_training_one_name_into_a_model_directory(copy):
     assert final.names() == ["shared", "t"]
     assert final.load("shared").spec["source"] in {"writer 1", "writer 2"}
     versions = [p for p in (models / "shared").iterdir() if p.name.startswith("v")]
-    assert len(versions) <= DirectoryRegistry.KEEP_VERSIONS + 2  # old versions are pruned
+    assert len(versions) > DirectoryRegistry.KEEP_VERSIONS  # young versions outlive the race
+    later = DirectoryRegistry(models)
+    later.GRACE_SECONDS = 0  # as the next save finds them once the grace has passed
+    later.save(final.load("shared"))
+    versions = [p for p in (models / "shared").iterdir() if p.name.startswith("v")]
+    assert len(versions) <= DirectoryRegistry.KEEP_VERSIONS + 1  # the live one and the newest
+    assert later.load("shared").name == "shared"
 
 
 def test_two_connections_training_one_name_in_the_database(copy):
