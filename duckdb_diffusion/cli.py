@@ -139,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--hide", type=float, default=0.2, help="share of cells to hide")
     evaluate.add_argument("--target", help="a column to predict for machine-learning efficacy")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--privacy",
+        action="store_true",
+        help="also attack a copy of the model trained on half the rows (membership inference)",
+    )
     _common(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -322,6 +327,7 @@ def _evaluate(args) -> int:
             target=args.target,
             seed=args.seed,
             model_dir=args.model_dir,
+            privacy=args.privacy,
         )
     finally:
         con.close()
@@ -336,6 +342,11 @@ def _evaluate(args) -> int:
         f"synthesis: shape error {synthesis['shape_error']:.3f}, trend error "
         f"{synthesis['trend_error']:.3f}, detection AUC {synthesis['detection_auc']:.3f}"
     )
+    for attack, found in result.get("privacy", {}).get("attacks", {}).items():
+        print(
+            f"privacy: {attack} attack TPR {found['tpr_at_0.1_fpr']:.3f} at 10% FPR, "
+            f"{found['tpr_at_0.01_fpr']:.3f} at 1% FPR (guessing: 0.100, 0.010)"
+        )
     print(f"report: {report}")
     return 0
 

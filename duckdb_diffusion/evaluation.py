@@ -7,6 +7,11 @@ comparing them with it: marginals, pair relations, a classifier trying to tell t
 distances to the nearest real row, and (given ``target``) a model trained on synthetic rows.
 The model was trained on this table, so these are in-sample numbers; the training summary's
 ``validation_imputation`` is the held-out one.
+
+``privacy=True`` asks what an attacker learns about who is in the table: the model's recipe
+(its columns and settings) is trained again on half of the sample, so the other half is known
+not to be trained on, and membership-inference attacks are scored on that split
+(``privacy.audit``). It needs the ``train`` extra and takes one more training.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import pyarrow as pa
 from . import metrics, plots
 from .api import load_model, model_name, synthesize
 from .encoding import numeric_values
+from .privacy import audit
+from .runtime import Model
+from .settings import make_config
 from .source import parse_source
 
 REPORT_SUFFIXES = (".html", ".md")
@@ -38,9 +46,11 @@ def evaluate(
     target: str | None = None,
     seed: int = 0,
     model_dir: str | None = None,
+    privacy: bool = False,
 ) -> dict:
     """Measure model ``model`` (default: the one named after ``table``) on up to ``rows`` rows
-    of ``table``; write an HTML or markdown ``report`` if a path is given. Returns the metrics."""
+    of ``table``; write an HTML or markdown ``report`` if a path is given. Returns the metrics.
+    ``privacy=True`` adds membership-inference attacks on a retrained copy (module docstring)."""
     if report is not None and Path(report).suffix not in REPORT_SUFFIXES:
         raise ValueError(
             f"report {str(report)!r} must end in .html or .md (the format is taken from it)"
@@ -49,6 +59,12 @@ def evaluate(
         raise ValueError(f"rows must be an integer of at least 10, got {rows!r}")
     if not 0 < hide < 1:
         raise ValueError(f"hide must be a share between 0 and 1, got {hide!r}")
+    if not isinstance(privacy, bool):
+        raise ValueError(f"privacy must be true or false, got {privacy!r}")
+    if privacy:
+        from .fitting import training_package
+
+        training_package()  # the audit trains: say so before any row is read
     source = parse_source(table)
     name = model_name(model, source)
     fitted = load_model(con, name, model_dir, table=table)
@@ -71,11 +87,40 @@ def evaluate(
     ).to_arrow_table()
     result["synthesis"] = _synthesis(real, synthetic, columns, target, seed)
     result["validation_imputation"] = fitted.spec["metrics"].get("validation_imputation")
+    if privacy:
+        result["privacy"] = audit(_refit(fitted, table), real, columns, seed)
     if report is not None:
         figures = _figures(real, synthetic, numeric, categorical, scatter)
+        if privacy:
+            curves = result["privacy"]["curves"]
+            figures["Membership inference: ROC of each attack"] = [
+                ("roc", plots.roc("attacks on a retrained copy", curves))
+            ]
         write_report(Path(report), result, figures)
         result["report"] = str(report)
     return result
+
+
+def _refit(fitted: Model, table: str):
+    """Train ``fitted``'s recipe (its columns, keys and settings) on other rows: what the
+    privacy audit attacks. Nothing is stored."""
+    from .fitting import training_package
+
+    config = make_config({**fitted.spec["config"], "progress": False})
+
+    def fit(members: pa.Table) -> Model:
+        artifact = training_package().fit_artifact(
+            members,
+            fitted.columns,
+            name=f"{fitted.spec['name']} (privacy audit)",
+            source=table,
+            config=config,
+            source_rows=members.num_rows,
+            keys=fitted.spec.get("keys", {}),
+        )
+        return Model(artifact)
+
+    return fit
 
 
 def _imputation(fitted, real, numeric, categorical, hide, seed):
@@ -273,6 +318,9 @@ def _tables(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]
         [name, c["measure"], _f(c["error"]), _f(c["real_nulls"]), _f(c["synthetic_nulls"])]
         for name, c in syn["columns"].items()
     ]
+    sections = []
+    if "privacy" in result:
+        sections.append(_privacy_table(result["privacy"]))
     return [
         (
             f"Summary ({result['rows']} rows; {imp['hidden_share']:.0%} of observed cells hidden)",
@@ -286,7 +334,28 @@ def _tables(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]
             "Synthesis by column",
             (["column", "measure", "error", "real NULL share", "synthetic NULL share"], marginals),
         ),
+        *sections,
     ]
+
+
+def _privacy_table(found: dict) -> tuple[str, tuple[list[str], list[list[str]]]]:
+    rows = [
+        [name, _f(a["tpr_at_0.1_fpr"]), _f(a["tpr_at_0.01_fpr"]), _f(a["auc"])]
+        for name, a in found["attacks"].items()
+    ]
+    near = found["nearest_record"]
+    rows += [
+        ["(guessing)", "0.100", "0.010", "0.500"],
+        ["closest-record share (0.5: members not preferred)", _f(found["closest_record_share"])],
+        ["nearest-row distance / real-to-real", _f(near["ratio"])],
+        ["share of exact copies of members", _f(near["exact_copies"])],
+    ]
+    rows = [row + [""] * (4 - len(row)) for row in rows]
+    title = (
+        f"Privacy: membership inference on a copy trained on {found['members']} rows "
+        f"({found['challenge_rows']} challenge rows, half members)"
+    )
+    return title, (["attack", "TPR at 10% FPR", "TPR at 1% FPR", "ROC AUC"], rows)
 
 
 def _f(value) -> str:

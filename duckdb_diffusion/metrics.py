@@ -354,17 +354,25 @@ def features(tables: list[pa.Table], reference: pa.Table, columns: list[str], bi
                     codes = np.searchsorted(edges, np.where(missing, np.inf, x), side="right")
                     block.append(np.eye(len(edges) + 1)[np.minimum(codes, len(edges))])
         else:
-            _, levels = category_codes(ref, None)
-            for block, table in zip(blocks, tables, strict=True):
-                codes, _ = category_codes(table.column(name), levels)
-                onehot = np.zeros((len(codes), len(levels) + 1))
-                onehot[np.arange(len(codes)), np.where(codes >= 0, codes, len(levels))] = 1.0
-                block.append(onehot[:, : len(levels)])
-                block.append(onehot[:, len(levels) :])
+            for block, onehot in zip(blocks, one_hots(tables, name, ref), strict=True):
+                block.append(onehot)
     return [
         np.hstack(block) if block else np.zeros((t.num_rows, 0))
         for block, t in zip(blocks, tables, strict=True)
     ]
+
+
+def one_hots(tables: list[pa.Table], name: str, reference: pa.ChunkedArray) -> list[np.ndarray]:
+    """Column ``name`` of each table one-hot over the reference's levels, with a last column
+    for NULL and levels the reference lacks."""
+    _, levels = category_codes(reference, None)
+    out = []
+    for table in tables:
+        codes, _ = category_codes(table.column(name), levels)
+        onehot = np.zeros((len(codes), len(levels) + 1))
+        onehot[np.arange(len(codes)), np.where(codes >= 0, codes, len(levels))] = 1.0
+        out.append(onehot)
+    return out
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -104,6 +104,24 @@ def scatter(title: str, true: np.ndarray, imputed: np.ndarray, limit: int = 600)
     return _frame(title, body)
 
 
+ATTACK_COLOURS = ("#d62728", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def roc(title: str, curves: dict[str, tuple[list, list]]) -> str:
+    """Membership-inference ROC curves (true- against false-positive rate), one line an attack,
+    beside the diagonal that guessing follows; the low-FPR corner is what matters."""
+    body = _polyline([(_x(0), _y(0)), (_x(1), _y(1))], "#999")
+    for i, (name, (false_pos, true_pos)) in enumerate(curves.items()):
+        colour = ATTACK_COLOURS[i % len(ATTACK_COLOURS)]
+        points = [(_x(f), _y(t)) for f, t in zip(false_pos, true_pos, strict=True)]
+        body += _polyline(points, colour)
+        body += (
+            f'<text x="{_x(0.62):.1f}" y="{_y(0.05) - 11 * i:.1f}" font-size="9" '
+            f'fill="{colour}">{escape(name)}</text>'
+        )
+    return _frame(title, body + _axis_labels("false-positive rate 0", "1"))
+
+
 def _legend(real: str, model: str) -> str:
     x = WIDTH - PAD - 80
     return (

@@ -1,0 +1,92 @@
+"""Membership inference: the attacks on cases with known answers, and the privacy audit through
+``evaluate`` and the command line."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import duckdb_diffusion as ddf
+from duckdb_diffusion import privacy
+
+from .conftest import data_file
+from .test_cli import cli
+
+
+def test_tpr_at_fpr_takes_ties_together_and_the_best_threshold():
+    member = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], bool)
+    scores = np.array([9, 8, 3, 3, 7, 3, 2, 2, 1, 1, 1, 0, 0, 0], float)
+    false_pos, true_pos = privacy.roc_curve(scores, member)
+    assert false_pos[-1] == 1 and true_pos[-1] == 1
+    # Above 7 only the two members: TPR 0.5 at FPR 0. Taking 7 adds one of ten non-members.
+    assert privacy.tpr_at_fpr(scores, member, 0.0) == 0.5
+    assert privacy.tpr_at_fpr(scores, member, 0.1) == 0.5
+    # The tie at 3 takes two members and one non-member at once: FPR 0.2, TPR 1.
+    assert privacy.tpr_at_fpr(scores, member, 0.2) == 1.0
+    assert privacy.attack_summary(-scores, member)["auc"] < 0.5
+
+
+@pytest.fixture(scope="module")
+def population():
+    """California rows split into members, non-members and reference rows."""
+    table = pa.Table.from_batches(
+        ddf.connect()
+        .sql(f"SELECT * FROM read_parquet('{data_file('california')}') LIMIT 3000")
+        .arrow()
+    )
+    order = np.random.default_rng(0).permutation(table.num_rows)
+    members, outsiders, reference = (table.take(order[k::3]) for k in range(3))
+    challenge = pa.concat_tables([members.slice(0, 500), outsiders.slice(0, 500)])
+    member = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    return members, outsiders, reference, challenge, member, table.column_names
+
+
+def test_releasing_the_members_is_caught_by_every_black_box_attack(population):
+    members, _, reference, challenge, member, columns = population
+    scores = privacy.black_box_scores(challenge, members, reference, columns)
+    for name, found in scores.items():
+        summary = privacy.attack_summary(found, member)
+        assert summary["tpr_at_0.01_fpr"] > 0.9, name  # a copy of each member is released
+
+
+def test_rows_that_share_no_member_reveal_nothing(population):
+    members, outsiders, reference, challenge, member, columns = population
+    independent = outsiders.slice(500)  # same population, neither members nor challenge rows
+    scores = privacy.black_box_scores(challenge, independent, reference, columns)
+    for name, found in scores.items():
+        summary = privacy.attack_summary(found, member)
+        assert summary["tpr_at_0.1_fpr"] < 0.18, name
+        assert 0.43 < summary["auc"] < 0.57, name
+
+
+def test_python_evaluate_audits_privacy_on_a_retrained_copy(housing, tmp_path):
+    report = tmp_path / "report.html"
+    result = ddf.evaluate(housing, "housing", rows=1200, privacy=True, report=report)
+    audit = result["privacy"]
+    assert audit["members"] == 600 and audit["challenge_rows"] == 600
+    assert set(audit["attacks"]) == set(privacy.ATTACKS)
+    for found in audit["attacks"].values():
+        assert 0 <= found["tpr_at_0.01_fpr"] <= found["tpr_at_0.1_fpr"] <= 1
+        assert 0.3 < found["auc"] < 0.8  # a real model on real rows: near guessing
+    assert 0.3 < audit["closest_record_share"] < 0.7
+    assert audit["nearest_record"]["exact_copies"] < 0.05
+    html = report.read_text()
+    assert "Privacy: membership inference on a copy trained on 600 rows" in html
+    assert "attacks on a retrained copy" in html  # the ROC chart
+    assert [m["name"] for m in ddf.models(housing)] == ["housing"]  # the copy is not stored
+
+
+def test_cli_evaluate_privacy_prints_each_attack(housing_db, tmp_path):
+    report = tmp_path / "housing.md"
+    done = cli(
+        "evaluate", str(housing_db), "housing", "--rows", "800", "--privacy", "--report",
+        str(report),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = re.findall(r"privacy: (\w+) attack TPR ([\d.]+) at 10% FPR", done.stdout)
+    assert {name for name, _ in found} == set(privacy.ATTACKS)
+    assert all(0 <= float(tpr) <= 1 for _, tpr in found)
+    assert "## Privacy: membership inference" in report.read_text()
