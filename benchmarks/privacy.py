@@ -10,7 +10,8 @@ and 0.01). Attacks (``duckdb_diffusion.privacy``):
 - black box: distance to the closest synthetic record; k-NN density ratio against the reference
   (DOMIAS); a shadow-model attack (the attacker trains models of ours on rows from the
   population, half of the challenge rows inside each, and learns a classifier on each challenge
-  row's distances, density ratio and reconstruction error; then applies it to the target);
+  row's distances to synthetic and reference rows and density ratio; then applies it to the
+  target's synthetic rows: for peers too, with shadows of ours);
 - white box: reconstruction through the stored impute graph (ours only: peers have none).
 
 Methods: ours (default training), SDV GaussianCopula and TVAE (their own environment, as in
@@ -90,18 +91,18 @@ def synthesize_ours(model, rows: int, seed: int) -> pa.Table:
     return pa.Table.from_batches(batches)
 
 
-def attack_features(model, challenge, synthetic, reference, columns) -> np.ndarray:
-    """What the shadow attack's classifier sees of each challenge row: log distances to its 5
-    nearest synthetic rows, the density ratio and (given a model) the reconstruction score."""
+def attack_features(challenge, synthetic, reference, columns) -> np.ndarray:
+    """What the shadow attack's classifier sees of each challenge row, black box only: log
+    distances to its 5 nearest synthetic rows and to its 5 nearest reference rows, and the
+    density ratio."""
     x_challenge, x_synthetic, x_reference = privacy.attack_features(
         [challenge, synthetic, reference], reference, columns
     )
-    near = np.log(privacy.nearest_distances(x_challenge, x_synthetic, 5) + privacy.TINY_DISTANCE)
+    tiny = privacy.TINY_DISTANCE
+    near = np.log(privacy.nearest_distances(x_challenge, x_synthetic, 5) + tiny)
+    known = np.log(privacy.nearest_distances(x_challenge, x_reference, 5) + tiny)
     ratio = privacy.density_ratio_scores(x_challenge, x_synthetic, x_reference)
-    parts = [near, ratio[:, None]]
-    if model is not None:
-        parts.append(privacy.reconstruction_scores(model, challenge, reference)[:, None])
-    return np.hstack(parts)
+    return np.hstack([near, known, ratio[:, None]])
 
 
 def shadow_classifier(split, size, settings, seed, columns):
@@ -116,7 +117,7 @@ def shadow_classifier(split, size, settings, seed, columns):
         members = pa.concat_tables([challenge.filter(pa.array(inside)), pool.take(fill)])
         model, _ = train_ours(members, settings, seed=1 + shadow)
         synthetic = synthesize_ours(model, members.num_rows, seed=shadow)
-        xs.append(attack_features(model, challenge, synthetic, split["reference"], columns))
+        xs.append(attack_features(challenge, synthetic, split["reference"], columns))
         ys.append(inside)
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     classifier.fit(np.vstack(xs), np.concatenate(ys))
@@ -171,9 +172,9 @@ def run(dataset, size, config, envs, work, out) -> None:
             scores["reconstruction"] = privacy.reconstruction_scores(
                 model, challenge, split["reference"]
             )
-            if classifier is not None:
-                x = attack_features(model, challenge, synthetic, split["reference"], columns)
-                scores["shadow_model"] = classifier.decision_function(x)
+        if classifier is not None:
+            x = attack_features(challenge, synthetic, split["reference"], columns)
+            scores["shadow_model"] = classifier.decision_function(x)
         row = {
             "dataset": dataset,
             "size": members.num_rows,

@@ -96,6 +96,18 @@ def column_choices(settings: dict) -> dict:
     }
 
 
+def number(name: str, value) -> float:
+    """A number passed as text by the macros (its range is the setting's, checked by
+    ``settings.make_config``)."""
+    try:
+        parsed = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(parsed):
+        raise ValueError(f"parameter {name} must be a finite number, got {value!r}")
+    return parsed
+
+
 def settings(value) -> dict:
     """The ``settings`` parameter: a JSON object (or a dict) of training settings."""
     if value is None:

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--settings", metavar="JSON", help="training settings as JSON, e.g. '{\"width\": 256}'"
     )
+    train.add_argument(
+        "--epsilon", type=float, help="train with differential privacy (DP-SGD) to this epsilon"
+    )
+    train.add_argument("--delta", type=float, help="with --epsilon (default 1 / (10 x rows))")
     _common(train)
     train.set_defaults(run=_train)
 
@@ -198,6 +202,8 @@ def _train(args) -> int:
             "settings": settings,
             "categorical": args.categorical,
             "passthrough": args.passthrough,
+            "epsilon": args.epsilon,
+            "delta": args.delta,
         },
     )
     relation = con.execute(query, values)
@@ -207,6 +213,9 @@ def _train(args) -> int:
         if name == "metrics":  # the whole JSON is in latent_diffusion_models(); show the score
             scores = json.loads(value).get("validation_imputation", {})
             value = f"validation MAE {scores.get('mae')}, accuracy {scores.get('accuracy')}"
+            spent = json.loads(row[columns.index("metrics")]).get("privacy")
+            if spent:
+                value += f"; private: epsilon {spent['epsilon']}, delta {spent['delta']:.2g}"
         print(f"{name:>18}: {value}")
     con.close()
     return 0

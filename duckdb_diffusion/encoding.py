@@ -31,6 +31,10 @@ SPIKE_SHARE = 0.01
 GRID_DECIMALS = 6
 # Levels rarer than this share one bucket, so the model does not spend capacity on noise.
 RARE_FRACTION = 0.0005
+# Privacy: a level seen in fewer rows than this is neither learned nor ever emitted, and
+# numbers are clipped inside the MIN_LEVEL_ROWS-th smallest and largest values (top- and
+# bottom-coding), so a model neither stores nor reproduces one row's rare level or extreme.
+MIN_LEVEL_ROWS = 5
 MAX_LEVELS = 256
 
 
@@ -116,6 +120,8 @@ class NumericTransform:
         z = np.array([score(p) for p in prob])
         if len(unique) == 1:
             z = np.zeros(1)
+        unique, z, edges = _top_and_bottom_coded(values, unique, z, edges)
+        spikes = [s for s in spikes if unique[0] <= s[0] <= unique[-1]]
         return cls(unique, z, integral, scale, discrete, grid, spikes, edges)
 
     def _inverse_knots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +210,22 @@ class NumericTransform:
         )
 
 
+def _top_and_bottom_coded(values: np.ndarray, knots_x, knots_z, edges):
+    """The knots without the values below the ``MIN_LEVEL_ROWS``-th smallest value or above the
+    ``MIN_LEVEL_ROWS``-th largest: those scores decode to the kept end values (a discrete
+    column's end value takes over the dropped values' intervals), and the stored knots hold no
+    extreme a handful of rows own. Columns with fewer than 2 x MIN_LEVEL_ROWS values keep all."""
+    if len(values) < 2 * MIN_LEVEL_ROWS or len(knots_x) < 3:
+        return knots_x, knots_z, edges
+    low, high = values[MIN_LEVEL_ROWS - 1], values[-MIN_LEVEL_ROWS]
+    first = int(np.searchsorted(knots_x, low, side="left"))
+    last = int(np.searchsorted(knots_x, high, side="right"))
+    if last - first < 2:
+        return knots_x, knots_z, edges
+    kept_edges = None if edges is None else list(edges[first : last - 1])
+    return knots_x[first:last], knots_z[first:last], kept_edges
+
+
 def value_grid(unique: np.ndarray) -> dict | None:
     """The grid a column's distinct values lie on: the fewest decimals that write every value
     exactly, and the largest step (in those units) that all gaps between values are multiples
@@ -243,9 +265,17 @@ class Vocabulary:
         total = sum(item["counts"] for item in counts)
         keep, rare = [], []
         for item in counts:
-            frequent = item["counts"] >= max(2, RARE_FRACTION * total) or len(counts) <= 2
+            enough = max(MIN_LEVEL_ROWS, RARE_FRACTION * total)
+            frequent = item["counts"] >= enough or len(counts) <= 2
             (keep if frequent and len(keep) < MAX_LEVELS else rare).append(item["values"])
-        rare_fill = rare[0] if rare else (keep[0] if keep else None)
+        # What the rare bucket decodes to: its most frequent level if enough rows hold it
+        # (levels beyond MAX_LEVELS), else the most frequent level, never a level of a few rows
+        # (a column with no level that frequent keeps its most frequent one).
+        seen = {item["values"]: item["counts"] for item in counts}
+        if rare and (seen[rare[0]] >= MIN_LEVEL_ROWS or not keep):
+            rare_fill = rare[0]
+        else:
+            rare_fill = keep[0] if keep else None
         return cls(keep, rare_fill)
 
     def index(self, array: pa.Array) -> np.ndarray:

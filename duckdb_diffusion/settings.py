@@ -47,17 +47,23 @@ class TrainConfig:
     # a per-column weight chosen on validation cells (trees.py); share the tree budget.
     numeric_trees: bool = True
     tree_share: float = 0.1
+    # Differential privacy (training/private.py): with epsilon set, every network trains with
+    # DP-SGD to (epsilon, delta); delta defaults to 1 / (10 x training rows).
+    epsilon: float | None = None
+    delta: float | None = None
     progress: bool = True
 
     def __post_init__(self):
         for setting in fields(self):
             value = getattr(self, setting.name)
+            if setting.type == "float | None" and value is None:
+                continue
             if setting.type == "bool":
                 if not isinstance(value, bool):
                     raise ValueError(f"setting {setting.name} must be true or false, got {value!r}")
                 continue
             low, high = _LIMITS[setting.name]
-            integral = setting.type == "int"
+            integral = setting.type == "int"  # "float | None" set is checked as a float
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not number or (integral and int(value) != value) or not low <= value <= high:
                 kind = "an integer" if integral else "a number"
@@ -93,6 +99,8 @@ _LIMITS = {
     "validation_share": (0.0, 0.9),
     "max_rows": (2, 10**9),
     "tree_share": (0.0, 0.9),
+    "epsilon": (0.01, 1000.0),
+    "delta": (1e-15, 0.01),
 }
 
 

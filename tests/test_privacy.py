@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 
 import duckdb_diffusion as ddf
 from duckdb_diffusion import privacy
+from duckdb_diffusion.registry import DatabaseRegistry
 
 from .conftest import data_file
 from .test_cli import cli
@@ -90,3 +93,82 @@ def test_cli_evaluate_privacy_prints_each_attack(housing_db, tmp_path):
     assert {name for name, _ in found} == set(privacy.ATTACKS)
     assert all(0 <= float(tpr) <= 1 for _, tpr in found)
     assert "## Privacy: membership inference" in report.read_text()
+
+
+TINY = {"width": 32, "predictor_width": 32, "depth": 1, "vae_hidden": 16, "sampling_steps": 2}
+
+
+@pytest.fixture
+def small(tmp_path):
+    con = ddf.connect(str(tmp_path / "small.duckdb"))
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM read_parquet(?) LIMIT 600", [data_file("california")]
+    )
+    con.execute("UPDATE t SET median_income = NULL WHERE households % 5 = 0")
+    yield con
+    con.close()
+
+
+def test_differentially_private_training_through_sql_stores_the_epsilon_spent(small):
+    [(name,)] = small.execute(
+        "SELECT name FROM train_latent_diffusion('t', epsilon := 4, max_seconds := 120, "
+        "settings := ?)",
+        [json.dumps(TINY)],
+    ).fetchall()
+    assert name == "t"
+    [(metrics,)] = small.execute("SELECT metrics FROM latent_diffusion_models()").fetchall()
+    metrics = json.loads(metrics)
+    spent = metrics["privacy"]
+    assert metrics["diffusion"]["stopped_by"] == "planned steps"
+    assert spent["target_epsilon"] == 4 and 3.9 < spent["epsilon"] <= 4.0  # what was asked
+    assert spent["delta"] == pytest.approx(1 / (10 * 540))  # 1 / (10 x training rows)
+    assert spent["steps"] == spent["planned_steps"] > 0 and spent["noise_multiplier"] > 0.5
+    assert "trees" not in metrics  # no private training for the boosted trees: left out
+    filled = small.sql("SELECT median_income FROM impute_latent_diffusion('t')").fetchall()
+    assert len(filled) == 600 and all(v is not None for (v,) in filled)
+    rows = small.sql("SELECT * FROM synthesize_rows('t', 200, seed := 1)").fetchall()
+    assert len(rows) == 200
+
+
+def test_epsilon_errors_name_the_parameter(small):
+    with pytest.raises(duckdb.Error, match="setting epsilon must be a number in"):
+        small.execute("SELECT * FROM train_latent_diffusion('t', epsilon := -1)").fetchall()
+    with pytest.raises(duckdb.Error, match="parameter delta must be a number"):
+        small.execute(
+            "SELECT * FROM train_latent_diffusion('t', epsilon := 1, delta := 'x')"
+        ).fetchall()
+    with pytest.raises(ValueError, match="setting delta must be a number in"):
+        ddf.train(small, "t", epsilon=1.0, delta=0.5)
+    assert ddf.models(small) == []  # nothing trained, nothing stored
+
+
+def test_rare_levels_and_extreme_values_are_never_stored_or_emitted(tmp_path):
+    """A level three rows hold and one row's outlying value: the model learns neither, never
+    synthesizes or imputes them, and its stored spec does not hold them."""
+    con = ddf.connect(str(tmp_path / "rare.duckdb"))
+    con.execute(
+        "CREATE TABLE t AS SELECT median_income, housing_median_age, "
+        "CASE WHEN row_number() OVER () <= 3 THEN 'Atlantis' ELSE ocean_proximity END AS place "
+        "FROM read_parquet(?) LIMIT 1500",
+        [data_file("california")],
+    )
+    con.execute("UPDATE t SET median_income = 987654.5 WHERE place = 'Atlantis' AND rowid = 0")
+    con.execute("UPDATE t SET place = NULL WHERE rowid % 7 = 3")
+    con.execute("UPDATE t SET median_income = NULL WHERE rowid % 11 = 4")
+    [(fifth_largest,)] = con.sql(
+        "SELECT median_income FROM t WHERE median_income IS NOT NULL "
+        "ORDER BY median_income DESC LIMIT 1 OFFSET 4"
+    ).fetchall()
+    ddf.train(con, "t", max_seconds=15, progress=False, **TINY)
+    spec = DatabaseRegistry(con).load("t").spec
+    assert "Atlantis" not in json.dumps(spec) and "987654" not in json.dumps(spec)
+    made = con.sql("SELECT * FROM synthesize_rows('t', 5000, seed := 2)").to_arrow_table()
+    assert "Atlantis" not in made.column("place").to_pylist()
+    assert max(v for v in made.column("median_income").to_pylist() if v is not None) <= (
+        fifth_largest
+    )
+    filled = con.sql("SELECT * FROM impute_latent_diffusion('t')").to_arrow_table()
+    hidden = con.sql("SELECT place IS NULL AS p FROM t").to_arrow_table().column("p").to_pylist()
+    imputed = [v for v, h in zip(filled.column("place").to_pylist(), hidden, strict=True) if h]
+    assert imputed and "Atlantis" not in imputed
+    con.close()

@@ -97,7 +97,7 @@ def _create_shared(con, instance: Instance) -> None:
     for name, plan, arity in [
         ("ddf_plan_impute", planners.plan_impute, 5),
         ("ddf_plan_synthesize", planners.plan_synthesize, 4),
-        ("ddf_plan_train", planners.plan_train, 7),
+        ("ddf_plan_train", planners.plan_train, 9),
         ("ddf_plan_models", planners.plan_models, 1),
     ]:
         planner = _planner(instance, plan, arity)
@@ -135,6 +135,6 @@ def _planner(instance: Instance, plan, arity: int):
         1: lambda a: run(a),
         4: lambda a, b, c, d: run(a, b, c, d),
         5: lambda a, b, c, d, e: run(a, b, c, d, e),
-        7: lambda a, b, c, d, e, f, g: run(a, b, c, d, e, f, g),
+        9: lambda a, b, c, d, e, f, g, h, i: run(a, b, c, d, e, f, g, h, i),
     }
     return signatures[arity]

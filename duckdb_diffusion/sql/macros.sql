@@ -21,10 +21,12 @@ SELECT * FROM query(ddf_plan_synthesize(model, n::VARCHAR, seed::VARCHAR,
     to_json(given)::VARCHAR));
 
 CREATE OR REPLACE TEMP MACRO train_latent_diffusion(tbl, model := NULL, seed := 0,
-    max_seconds := NULL, settings := NULL, categorical := NULL, passthrough := NULL)
+    max_seconds := NULL, settings := NULL, categorical := NULL, passthrough := NULL,
+    epsilon := NULL, delta := NULL)
 AS TABLE
 SELECT * FROM query(ddf_plan_train(tbl, model, seed::VARCHAR, max_seconds::VARCHAR,
-    settings::VARCHAR, to_json(categorical)::VARCHAR, to_json(passthrough)::VARCHAR));
+    settings::VARCHAR, to_json(categorical)::VARCHAR, to_json(passthrough)::VARCHAR,
+    epsilon::VARCHAR, delta::VARCHAR));
 
 -- "listing" only keeps DuckDB from running the planner when the macro is created (a call with
 -- constant arguments only would be folded then, reading every stored model on each install).

@@ -43,13 +43,26 @@ def plan_synthesize(instance: Instance, cursor, model, n, seed, given) -> str:
 
 
 def plan_train(
-    instance: Instance, cursor, table, model, seed, max_seconds, settings, categorical, passthrough
+    instance: Instance,
+    cursor,
+    table,
+    model,
+    seed,
+    max_seconds,
+    settings,
+    categorical,
+    passthrough,
+    epsilon,
+    delta,
 ) -> str:
     chosen = arguments.settings(settings)
     chosen["seed"] = arguments.seed(seed)
     budget = arguments.seconds(max_seconds)
     if budget is not None:
         chosen["max_seconds"] = budget
+    for name, value in (("epsilon", epsilon), ("delta", delta)):
+        if value is not None:
+            chosen[name] = arguments.number(name, value)
     chosen.setdefault("progress", False)
     columns = {
         "categorical": arguments.column_names("categorical", categorical),

@@ -118,11 +118,16 @@ def denoising_loss(
     """EDM's loss on the ``target`` tokens of clean latents ``z`` given the ``mask`` tokens."""
     rows = z.shape[0]
     sigma = (torch.randn(rows, 1) * P_STD + P_MEAN).exp()
-    weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2
-    x = z + torch.randn_like(z) * sigma
-    denoised = denoise(x, sigma, z * mask, mask)
-    per_token = weight * (denoised - z) ** 2 * target
+    per_token = denoising_terms(denoise, z, mask, target, sigma, torch.randn_like(z))
     return per_token.sum() / target.sum().clamp(min=1.0)
+
+
+def denoising_terms(denoise, z, mask, target, sigma, noise) -> torch.Tensor:
+    """The weighted squared error of each target token at noise levels ``sigma`` (rows, 1)
+    with standard normal ``noise``: the loss before it is averaged."""
+    weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2
+    denoised = denoise(z + noise * sigma, sigma, z * mask, mask)
+    return weight * (denoised - z) ** 2 * target
 
 
 # The sampler the exported graphs unroll: DPM-Solver++(2M). On california (90 s model, 5,000

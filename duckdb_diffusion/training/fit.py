@@ -77,7 +77,10 @@ def fit_artifact(
         config=config.to_json(),
         metrics=metrics,
     )
-    spec["missingness"] = fit_missingness(table, encoder, encoded, config.seed)
+    # The missingness chain is a model of the rows too; a private model draws NULLs per
+    # column at its rate instead (training/private.py).
+    private = config.epsilon is not None
+    spec["missingness"] = None if private else fit_missingness(table, encoder, encoded, config.seed)
     artifact = Artifact.create(spec, graphs)
     if spec["missingness"]:
         rates = spec["null_fractions"]

@@ -77,12 +77,13 @@ def _train(
     category_sizes: list[int],
     config: TrainConfig,
 ) -> TrainedModel:
+    if config.epsilon is not None:
+        from .private import train_private
+
+        return train_private(num, cat, mask, category_sizes, config)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     rows = num.shape[0]
-    order = rng.permutation(rows)
-    n_val = max(1, int(rows * config.validation_share)) if rows >= 10 else 0
-    val_rows, fit_rows = order[:n_val], order[n_val:]
+    val_rows, fit_rows = split_rows(rows, config)
     data = _tensors(num, cat, mask)
     clock = _Clock(config)
 
@@ -145,6 +146,14 @@ def _train(
     return TrainedModel(
         vae, denoiser, mean, std, config, metrics, check_rows, best_predictor, trees
     )
+
+
+def split_rows(rows: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Validation and training rows: a seeded ``validation_share`` of the rows is held out
+    (none under 10 rows)."""
+    order = np.random.default_rng(config.seed).permutation(rows)
+    n_val = max(1, int(rows * config.validation_share)) if rows >= 10 else 0
+    return order[:n_val], order[n_val:]
 
 
 def _blend_weights(predictor, trees, num, cat, mask, latents, val_rows, config) -> dict:
