@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -41,17 +42,19 @@ VAE_EPOCHS = 20
 DIFFUSION_EPOCHS = 60  # expected passes over the rows; the predictor trains on the same batches
 MAX_WIDTH = 128  # DP-SGD's noise grows with the parameters it spreads over: small networks win
 MIN_BATCH, MAX_BATCH = 256, 2048
+BUDGET_USE = 0.85  # of the seconds left when the plan is fitted to the time budget
 ACCOUNTANT = "rdp"
 
 
 class PrivacyPlan:
     """Sampling rate, steps and noise multiplier for a target (epsilon, delta), and the
-    accountant that records what was spent."""
+    accountant that records what was spent.
 
-    def __init__(self, epsilon: float, delta: float | None, rows: int, steps_per_pass: float):
-        from opacus.accountants import RDPAccountant
-        from opacus.accountants.utils import get_noise_multiplier
+    The steps are ``VAE_EPOCHS`` and ``DIFFUSION_EPOCHS`` expected passes over the rows, cut
+    down alike if the time budget cannot hold them (``fit_budget``); the noise is then
+    calibrated so that exactly those steps spend the target epsilon."""
 
+    def __init__(self, epsilon: float, delta: float | None, rows: int):
         self.target_epsilon = epsilon
         self.delta = delta if delta is not None else 1.0 / (10 * rows)
         self.batch = int(min(rows, max(MIN_BATCH, min(MAX_BATCH, rows // 20))))
@@ -59,21 +62,38 @@ class PrivacyPlan:
         passes = math.ceil(1 / self.sample_rate)
         self.vae_steps = VAE_EPOCHS * passes
         self.diffusion_steps = DIFFUSION_EPOCHS * passes
+        self.noise_multiplier = 1.0  # until fit_budget calibrates it
+        self.planned = 0
+        self.taken = 0
+        self.accountant = None
+
+    def fit_budget(self, seconds: float, vae_step: float, diffusion_step: float) -> None:
+        """Keep the planned steps within ``BUDGET_USE`` of ``seconds`` (the measured seconds
+        per step given), then calibrate the noise multiplier for them."""
+        from opacus.accountants import RDPAccountant
+        from opacus.accountants.utils import get_noise_multiplier
+
+        needed = self.vae_steps * vae_step + self.diffusion_steps * diffusion_step
+        share = min(1.0, BUDGET_USE * seconds / needed) if needed > 0 else 1.0
+        self.vae_steps = max(1, int(self.vae_steps * share))
+        self.diffusion_steps = max(1, int(self.diffusion_steps * share))
         # Each diffusion batch is used twice (denoiser and predictor): two mechanisms a step.
-        self.planned = int(self.vae_steps + steps_per_pass * self.diffusion_steps)
+        self.planned = self.vae_steps + 2 * self.diffusion_steps
         self.noise_multiplier = get_noise_multiplier(
-            target_epsilon=epsilon,
+            target_epsilon=self.target_epsilon,
             target_delta=self.delta,
             sample_rate=self.sample_rate,
             steps=self.planned,
             accountant=ACCOUNTANT,
         )
         self.accountant = RDPAccountant()
-        self.taken = 0
 
     def step(self) -> None:
-        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
-        self.taken += 1
+        if self.accountant is not None:  # None while the speed is probed on copies
+            self.accountant.step(
+                noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate
+            )
+            self.taken += 1
 
     def spent(self) -> dict:
         epsilon = self.accountant.get_epsilon(self.delta) if self.taken else 0.0
@@ -118,7 +138,9 @@ def hooked_grads(loss, inputs: tuple) -> dict[str, torch.Tensor]:
     """Per-row gradients by opacus's layer hooks (``loss`` a GradSampleModule over a module
     that returns one loss per row): much faster than vmap for plain Linear/LayerNorm nets."""
     loss.zero_grad(set_to_none=True)
-    loss(*inputs).sum().backward()
+    with warnings.catch_warnings():  # torch's note that the inputs need no gradient: they don't
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss(*inputs).sum().backward()
     return {k: p.grad_sample for k, p in loss.named_parameters() if p.requires_grad}
 
 
@@ -189,7 +211,8 @@ class PredictorLoss(nn.Module):
 
 def train_private(num, cat, mask, category_sizes, config):
     """The private counterpart of ``trainer._train``: the same networks, masks and split,
-    trained for a fixed number of DP-SGD steps (the plan) or until the clock runs out."""
+    trained for the planned DP-SGD steps (fitted to the time budget by timing one step of
+    each stage on copies of the networks first)."""
     from opacus import GradSampleModule
 
     from . import trainer
@@ -200,45 +223,76 @@ def train_private(num, cat, mask, category_sizes, config):
     val_rows, fit_rows = trainer.split_rows(len(num), config)
     data = trainer._tensors(num, cat, mask)
     clock = trainer._Clock(config)
-    plan = PrivacyPlan(config.epsilon, config.delta, len(fit_rows), steps_per_pass=2)
-    latent_dim, n_numeric = config.latent_dim, num.shape[1]
+    plan = PrivacyPlan(config.epsilon, config.delta, len(fit_rows))
+    latent_dim, n_numeric, n_columns = config.latent_dim, num.shape[1], mask.shape[1]
+    dim = n_columns * latent_dim
 
     vae = ColumnVAE(n_numeric, category_sizes, latent_dim, min(config.vae_hidden, MAX_WIDTH))
-    vae_loss = VAELoss(vae, config.kl_weight)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=2 * config.learning_rate)
-    for _ in range(plan.vae_steps):
-        if clock.out_of_time():
-            break
-        idx = poisson_batch(fit_rows, plan.sample_rate, rng)
-        eps = torch.randn(len(idx), mask.shape[1], latent_dim)
-        inputs = (data["num"][idx], data["cat"][idx], data["mask"][idx], eps)
-        private_step(vae_loss, inputs, optimizer, plan, gen, functional_grads)
-    vae_steps = plan.taken
-    vae.eval()
-    with torch.no_grad():  # the VAE's prior scales latents: no statistics of the rows here
-        mu, _ = vae.encode(data["num"], data["cat"])
-        latents = (mu * data["mask"].unsqueeze(-1)).reshape(len(num), -1)
-
-    dim = latents.shape[1]
     denoiser = Precond(Denoiser(dim, min(config.width, MAX_WIDTH), config.depth))
     width = min(config.predictor_width, MAX_WIDTH)
     predictor = PointPredictor(dim, n_numeric, category_sizes, width, config.depth)
-    ema, predictor_ema = (copy.deepcopy(m).requires_grad_(False) for m in (denoiser, predictor))
-    den_loss = GradSampleModule(DenoiserLoss(denoiser), loss_reduction="sum")
-    pred_loss = GradSampleModule(PredictorLoss(predictor, n_numeric), loss_reduction="sum")
-    den_opt = torch.optim.Adam(denoiser.parameters(), lr=config.learning_rate)
-    pred_opt = torch.optim.Adam(predictor.parameters(), lr=config.learning_rate)
-    steps = 0
-    while steps < plan.diffusion_steps and not clock.out_of_time():
+
+    def vae_step(loss, optimizer, counted):
+        idx = poisson_batch(fit_rows, plan.sample_rate, rng)
+        eps = torch.randn(len(idx), n_columns, latent_dim)
+        inputs = (data["num"][idx], data["cat"][idx], data["mask"][idx], eps)
+        private_step(
+            loss, inputs, optimizer, plan if counted else _Uncounted(plan), gen, functional_grads
+        )
+
+    def diffusion_step(losses, optimizers, latents, counted):
         idx = poisson_batch(fit_rows, plan.sample_rate, rng)
         cond, target = trainer._condition_masks(data["mask"][idx], config.unconditional_share)
         z = latents[idx]
         given, wanted = trainer._tokens(cond, latent_dim), trainer._tokens(target, latent_dim)
         sigma = (torch.randn(len(idx), 1) * P_STD + P_MEAN).exp()
-        noise = torch.randn_like(z)
-        private_step(den_loss, (z, given, wanted, sigma, noise), den_opt, plan, gen, hooked_grads)
+        steps_by = plan if counted else _Uncounted(plan)
+        inputs = (z, given, wanted, sigma, torch.randn_like(z))
+        private_step(losses[0], inputs, optimizers[0], steps_by, gen, hooked_grads)
         cells = (z, given, cond, target, data["num"][idx], data["cat"][idx])
-        private_step(pred_loss, cells, pred_opt, plan, gen, hooked_grads)
+        private_step(losses[1], cells, optimizers[1], steps_by, gen, hooked_grads)
+
+    def stage(vae, denoiser, predictor):
+        vae_loss = VAELoss(vae, config.kl_weight)
+        losses = (
+            GradSampleModule(DenoiserLoss(denoiser), loss_reduction="sum"),
+            GradSampleModule(PredictorLoss(predictor, n_numeric), loss_reduction="sum"),
+        )
+        optimizers = (
+            torch.optim.Adam(vae.parameters(), lr=2 * config.learning_rate),
+            torch.optim.Adam(denoiser.parameters(), lr=config.learning_rate),
+            torch.optim.Adam(predictor.parameters(), lr=config.learning_rate),
+        )
+        return vae_loss, losses, optimizers
+
+    # Time one step of each stage (the second: the first pays for warming up) on copies.
+    copies = stage(*(copy.deepcopy(m) for m in (vae, denoiser, predictor)))
+    probe_latents = torch.randn(len(num), dim)
+    seconds = []
+    for run in (
+        lambda: vae_step(copies[0], copies[2][0], False),
+        lambda: diffusion_step(copies[1], copies[2][1:], probe_latents, False),
+    ):
+        run()
+        started = clock.elapsed()
+        run()
+        seconds.append(clock.elapsed() - started)
+    plan.fit_budget(config.max_seconds - clock.elapsed(), *seconds)
+
+    vae_loss, losses, optimizers = stage(vae, denoiser, predictor)
+    for _ in range(plan.vae_steps):
+        if clock.out_of_time():
+            break
+        vae_step(vae_loss, optimizers[0], True)
+    vae_steps = plan.taken
+    vae.eval()
+    with torch.no_grad():  # the VAE's prior scales latents: no statistics of the rows here
+        mu, _ = vae.encode(data["num"], data["cat"])
+        latents = (mu * data["mask"].unsqueeze(-1)).reshape(len(num), -1)
+    ema, predictor_ema = (copy.deepcopy(m).requires_grad_(False) for m in (denoiser, predictor))
+    steps = 0
+    while steps < plan.diffusion_steps and not clock.out_of_time():
+        diffusion_step(losses, optimizers[1:], latents, True)
         steps += 1
         decay = min(config.ema_decay, (1 + steps) / (10 + steps))
         trainer._ema_update(ema, denoiser, decay)
@@ -267,3 +321,13 @@ def train_private(num, cat, mask, category_sizes, config):
         predictor_ema.eval(),
         [],
     )
+
+
+class _Uncounted:
+    """A plan's batch and noise for the speed probe, whose steps (on copies) are not taken."""
+
+    def __init__(self, plan: PrivacyPlan):
+        self.batch, self.noise_multiplier = plan.batch, plan.noise_multiplier
+
+    def step(self) -> None:
+        pass
