@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from .encoding import numeric_values
-from .metrics import is_numeric, one_hots
+from .metrics import closest_record_share, is_numeric, nearest_record_distances, one_hots
 
 FALSE_POSITIVE_RATES = (0.1, 0.01)
 NEIGHBOURS = 5  # k of the density-ratio attack's k-nearest-neighbour densities
@@ -190,8 +190,6 @@ def audit(fit, real: pa.Table, columns: list[str], seed: int = 0, curve_points: 
     """Train a model with ``fit(members) -> runtime Model`` on half of ``real``, make as many
     synthetic rows, and attack it with every attack on a 50/50 challenge; also the
     distance-based measures. Returns the report's ``privacy`` section, ROC curves included."""
-    from .metrics import closest_record_share, nearest_record_distances
-
     split = challenge_split(real.num_rows, seed)
     members = real.take(split["members"])
     model = fit(members)
