@@ -310,8 +310,8 @@ def closest_record_share(
     n = min(train.num_rows, holdout.num_rows)
     train, holdout = train.slice(0, n), holdout.slice(0, n)
     x_train, x_hold, x_synth = features([train, holdout, synthetic], train, columns, bins=False)
-    near_train = _nearest_distance(x_synth, x_train)
-    near_hold = _nearest_distance(x_synth, x_hold)
+    near_train = nearest_distances(x_synth, x_train)[:, 0]
+    near_hold = nearest_distances(x_synth, x_hold)[:, 0]
     return float(np.mean(near_train < near_hold) + 0.5 * np.mean(near_train == near_hold))
 
 
@@ -321,8 +321,8 @@ def nearest_record_distances(real: pa.Table, synthetic: pa.Table, columns: list[
     row, and the share of synthetic rows that copy a real row exactly. A ratio well under 1 or
     many copies mean the model reproduces its training rows."""
     x_real, x_synth = features([real, synthetic], real, columns, bins=False)
-    synth_near = _nearest_distance(x_synth, x_real)
-    real_near = _nearest_distance(x_real, x_real, exclude_self=True)
+    synth_near = nearest_distances(x_synth, x_real)[:, 0]
+    real_near = nearest_distances(x_real, x_real, exclude_self=True)[:, 0]
     real_median = float(np.median(real_near))
     return {
         "synthetic_to_real": float(np.median(synth_near)),
@@ -420,16 +420,21 @@ def _fit_classifier(x: np.ndarray, y: np.ndarray, seed: int, hidden: int = 64, s
     return scores
 
 
-def _nearest_distance(x: np.ndarray, y: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """Euclidean distance from each row of x to its nearest row of y, in blocks of rows."""
-    out = np.empty(len(x))
+def nearest_distances(
+    x: np.ndarray, y: np.ndarray, k: int = 1, exclude_self: bool = False
+) -> np.ndarray:
+    """Euclidean distances from each row of x to its k nearest rows of y, nearest first, in
+    blocks of rows (``exclude_self``: x is y, and a row is not its own neighbour)."""
+    k = min(k, len(y))
+    out = np.empty((len(x), k))
     y_sq = (y**2).sum(1)
     for start in range(0, len(x), 1024):
         part = x[start : start + 1024]
         d2 = (part**2).sum(1)[:, None] - 2 * part @ y.T + y_sq[None, :]
         if exclude_self:
             d2[np.arange(len(part)), np.arange(start, start + len(part))] = np.inf
-        out[start : start + len(part)] = np.sqrt(np.maximum(d2.min(1), 0.0))
+        nearest = np.partition(d2, k - 1, axis=1)[:, :k] if k < len(y) else d2
+        out[start : start + len(part)] = np.sqrt(np.maximum(np.sort(nearest, axis=1), 0.0))
     return out
 
 

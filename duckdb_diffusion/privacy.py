@@ -30,7 +30,13 @@ import numpy as np
 import pyarrow as pa
 
 from .encoding import numeric_values
-from .metrics import closest_record_share, is_numeric, nearest_record_distances, one_hots
+from .metrics import (
+    closest_record_share,
+    is_numeric,
+    nearest_distances,
+    nearest_record_distances,
+    one_hots,
+)
 
 FALSE_POSITIVE_RATES = (0.1, 0.01)
 NEIGHBOURS = 5  # k of the density-ratio attack's k-nearest-neighbour densities
@@ -94,19 +100,6 @@ def attack_features(tables: list[pa.Table], reference: pa.Table, columns: list[s
         np.hstack(block) if block else np.zeros((t.num_rows, 0))
         for block, t in zip(blocks, tables, strict=True)
     ]
-
-
-def nearest_distances(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """Euclidean distances from each row of x to its k nearest rows of y, nearest first."""
-    k = min(k, len(y))
-    out = np.empty((len(x), k))
-    y_sq = (y**2).sum(1)
-    for start in range(0, len(x), 512):
-        part = x[start : start + 512]
-        d2 = (part**2).sum(1)[:, None] - 2 * part @ y.T + y_sq[None, :]
-        nearest = np.partition(d2, k - 1, axis=1)[:, :k] if k < len(y) else d2
-        out[start : start + len(part)] = np.sqrt(np.maximum(np.sort(nearest, axis=1), 0.0))
-    return out
 
 
 def closest_record_scores(challenge: np.ndarray, synthetic: np.ndarray) -> np.ndarray:

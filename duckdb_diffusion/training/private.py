@@ -89,11 +89,8 @@ class PrivacyPlan:
         self.accountant = RDPAccountant()
 
     def step(self) -> None:
-        if self.accountant is not None:  # None while the speed is probed on copies
-            self.accountant.step(
-                noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate
-            )
-            self.taken += 1
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self.taken += 1
 
     def spent(self) -> dict:
         epsilon = self.accountant.get_epsilon(self.delta) if self.taken else 0.0
