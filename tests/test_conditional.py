@@ -15,7 +15,7 @@ import duckdb_diffusion as ddf
 from .conftest import data_file
 from .test_cli import cli
 
-PEOPLE_SETTINGS = {"max_seconds": 25, "progress": False}
+PEOPLE_SETTINGS = {"max_seconds": 45, "progress": False}
 
 
 @pytest.fixture(scope="module")
