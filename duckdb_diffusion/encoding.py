@@ -36,6 +36,8 @@ RARE_FRACTION = 0.0005
 # bottom-coding), so a model neither stores nor reproduces one row's rare level or extreme.
 MIN_LEVEL_ROWS = 5
 MAX_LEVELS = 256
+# A continuous column has at most one knot per this many rows (see _quantile_knots).
+ROWS_PER_KNOT = 10
 
 
 @dataclass
@@ -92,12 +94,15 @@ class NumericTransform:
     def fit(cls, values: np.ndarray, integral: bool, scale: int | None = None):
         values = np.sort(values[np.isfinite(values)])
         unique, counts = np.unique(values, return_counts=True)
+        discrete = 1 < len(unique) <= MAX_KNOTS and len(values) >= DISCRETE_REPEATS * len(unique)
+        if discrete:
+            values = _rare_values_merged(values, unique, counts)
+            unique, counts = np.unique(values, return_counts=True)
         # Mid-rank probability of each distinct value; ties share one normal score.
         upper = np.cumsum(counts)
         prob = (upper - counts / 2.0) / len(values)
         eps = 0.5 / max(len(values), 1)
         ppf = NormalDist().inv_cdf
-        discrete = 1 < len(unique) <= MAX_KNOTS and len(values) >= DISCRETE_REPEATS * len(unique)
         grid = None if discrete else value_grid(unique)
         spiked = [] if discrete else np.flatnonzero(counts >= SPIKE_SHARE * len(values))
 
@@ -113,7 +118,9 @@ class NumericTransform:
             for i in spiked
         ]
         edges = [score(u / len(values)) for u in upper[:-1]] if discrete else None
-        if len(unique) > MAX_KNOTS:
+        if not discrete and len(values) >= 2 * ROWS_PER_KNOT:
+            unique, prob = _quantile_knots(values, unique[spiked], prob[spiked])
+        elif len(unique) > MAX_KNOTS:
             pick = np.linspace(0, len(unique) - 1, MAX_KNOTS).round().astype(int)
             pick = np.unique(np.concatenate([pick, spiked]).astype(int))
             unique, prob = unique[pick], prob[pick]
@@ -208,6 +215,38 @@ class NumericTransform:
             data.get("spikes"),
             data.get("edges"),  # models stored before intervals decode to the nearest score
         )
+
+
+def _rare_values_merged(values: np.ndarray, unique: np.ndarray, counts: np.ndarray):
+    """A discrete column's values with each value seen in fewer than ``MIN_LEVEL_ROWS`` rows
+    moved to the nearest value seen more often: a value one row owns is then neither stored
+    nor emitted (as rare category levels are not), and its rows' share goes to a neighbour."""
+    kept = unique[counts >= MIN_LEVEL_ROWS]
+    if len(kept) == len(unique) or not len(kept):
+        return values
+    right = np.clip(np.searchsorted(kept, values), 0, len(kept) - 1)
+    left = np.clip(right - 1, 0, len(kept) - 1)
+    nearer_left = np.abs(values - kept[left]) <= np.abs(kept[right] - values)
+    return np.where(nearer_left, kept[left], kept[right])
+
+
+def _quantile_knots(values: np.ndarray, spike_x: np.ndarray, spike_prob: np.ndarray):
+    """A continuous column's knots: values at evenly spaced probabilities, one per
+    ``ROWS_PER_KNOT`` rows at most, interpolated between order statistics, plus each spike
+    at its mid-rank probability. Knots at every training value made the decoded density peak
+    at the training rows themselves (the density between neighbouring rows is 1 / (n x gap),
+    and a row borders its own gaps while a new value falls in a gap that is larger on
+    average): a membership signal in every continuous column of a small table."""
+    n = len(values)
+    count = int(np.clip(n // ROWS_PER_KNOT, 2, MAX_KNOTS))
+    prob = np.linspace(MIN_LEVEL_ROWS / n, 1 - MIN_LEVEL_ROWS / n, count)
+    x = np.quantile(values, prob)
+    keep = ~np.isin(x, spike_x)
+    x, prob = np.r_[x[keep], spike_x], np.r_[prob[keep], spike_prob]
+    # Ties (a value spanning several probabilities) become one knot at their mean probability.
+    x, inverse = np.unique(x, return_inverse=True)
+    prob = np.bincount(inverse, prob) / np.bincount(inverse)
+    return x, prob
 
 
 def _top_and_bottom_coded(values: np.ndarray, knots_x, knots_z, edges):

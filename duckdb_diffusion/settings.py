@@ -35,6 +35,10 @@ class TrainConfig:
     width: int = 160
     predictor_width: int = 256
     depth: int = 3
+    # Dropout inside the denoiser's residual blocks, off by default. On small tables it trades
+    # fidelity for privacy: default, 1,000 rows, 0.1 took the density attack's TPR@10%FPR from
+    # 0.153 to 0.141 at a detection AUC of 0.770 against 0.735 (benchmarks/README.md).
+    dropout: float = 0.0
     ema_decay: float = 0.998
     unconditional_share: float = 0.1
     sampling_steps: int = 8  # DPM-Solver++(2M) steps: one network evaluation each
@@ -93,6 +97,7 @@ _LIMITS = {
     "width": (1, 16384),
     "predictor_width": (1, 16384),
     "depth": (0, 64),
+    "dropout": (0.0, 0.9),
     "ema_decay": (0.0, 0.999999),
     "unconditional_share": (0.0, 1.0),
     "sampling_steps": (1, 1000),

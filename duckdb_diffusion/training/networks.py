@@ -81,7 +81,7 @@ class ColumnVAE(nn.Module):
 class Denoiser(nn.Module):
     """F(x, mask, c_noise): an MLP with residual blocks over one row's flattened tokens."""
 
-    def __init__(self, dim: int, width: int, depth: int, embed: int = 64):
+    def __init__(self, dim: int, width: int, depth: int, embed: int = 64, dropout: float = 0.0):
         super().__init__()
         self.dim = dim
         self.embed = embed
@@ -89,7 +89,11 @@ class Denoiser(nn.Module):
         self.noise_mlp = nn.Sequential(nn.Linear(embed, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
+                nn.LayerNorm(width),
+                nn.Linear(width, width),
+                nn.SiLU(),
+                nn.Dropout(dropout),
+                nn.Linear(width, width),
             )
             for _ in range(depth)
         )

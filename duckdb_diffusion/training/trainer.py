@@ -9,7 +9,9 @@ each numeric column's blend of trees and predictor is chosen on validation cells
 
 The denoiser trains until its validation loss stops improving at the lowest of a few learning
 rates (convergence), the epoch cap or the time budget, whichever comes first. Results are
-bit-reproducible for a seed when the clock is not what stopped a stage.
+bit-reproducible for a seed when the clock is not what stopped a stage. Beside the validation
+loss it measures memorisation: how far its loss on training rows has pulled below its loss on
+held-out rows (a membership signal), reported in the metrics.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _train(
         )
 
     dim = latents.shape[1]
-    denoiser = Precond(Denoiser(dim, config.width, config.depth))
+    denoiser = Precond(Denoiser(dim, config.width, config.depth, dropout=config.dropout))
     predictor = _PredictorFit(
         PointPredictor(dim, num.shape[1], category_sizes, config.predictor_width, config.depth),
         data,
@@ -235,15 +237,23 @@ def _fit_denoiser(
     denoiser, predictor, latents, col_mask, fit_rows, val_rows, config, clock
 ) -> dict:
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.learning_rate)
-    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    ema = copy.deepcopy(denoiser).requires_grad_(False).eval()
     latent_dim = config.latent_dim
-    val_rows = val_rows if len(val_rows) else fit_rows[: config.batch_size]
+    held_out = len(val_rows) > 0
+    val_rows = val_rows if held_out else fit_rows[: config.batch_size]
     # Small tables: repeat validation rows (each copy gets its own mask and noise) so the
     # validation loss is steady enough to stop on.
-    val_rows = np.tile(val_rows, -(-VALIDATION_SAMPLES // len(val_rows)))
-    val_gen = torch.Generator().manual_seed(config.seed + 1)
+    repeats = -(-VALIDATION_SAMPLES // len(val_rows))
+    # As many training rows, scored on the same draw: how much lower their loss is than the
+    # held-out rows' is what the denoiser knows of its own rows beyond the population. (A stop
+    # on it was tried: on default, 1,000 rows, stopping at a growth of 0.05 cut the density
+    # attack's TPR@10%FPR from 0.153 to 0.128 but raised detection AUC from 0.735 to 0.906.)
+    seen_rows = np.random.default_rng(config.seed + 3).permutation(fit_rows)[: len(val_rows)]
+    seen_rows = np.tile(seen_rows, repeats) if held_out else None
+    val_rows = np.tile(val_rows, repeats)
     val_state = torch.random.get_rng_state()
     best, best_state, stale, epoch, steps, validated = math.inf, None, 0, 0, 0, 0
+    first_gap, memorised, best_memorised = None, 0.0, 0.0
     started = best_at = clock.elapsed()
     rate, decays, stopped = config.learning_rate, 0, "epochs"
     for epoch in range(1, config.diffusion_epochs + 1):
@@ -268,19 +278,20 @@ def _fit_denoiser(
         validated = steps
         # A fixed draw of masks and noise makes validation losses comparable across epochs.
         train_state = torch.random.get_rng_state()
-        torch.random.set_rng_state(val_state)
         with torch.no_grad():
-            cond, target = _condition_masks(col_mask[val_rows], config.unconditional_share, val_gen)
-            val = denoising_loss(
-                ema, latents[val_rows], _tokens(cond, latent_dim), _tokens(target, latent_dim)
-            ).item()
+            draw = (ema, latents, col_mask)
+            val, cond, target = _fixed_draw_loss(*draw, val_rows, val_state, config)
             predictor.validate(val_rows, latents[val_rows], cond, target)
-        val_gen.manual_seed(config.seed + 1)
+            if seen_rows is not None:
+                seen = _fixed_draw_loss(*draw, seen_rows, val_state, config)[0]
+                gap = 1.0 - seen / val
+                first_gap = gap if first_gap is None else first_gap
+                memorised = gap - first_gap
         torch.random.set_rng_state(train_state)
         clock.show("diffusion", epoch, val)
         if val < best * (1 - MIN_IMPROVEMENT):
             best, best_state, stale = val, copy.deepcopy(ema.state_dict()), 0
-            best_at = clock.elapsed()
+            best_at, best_memorised = clock.elapsed(), memorised
         else:
             stale += 1
         # Convergence, not the clock, ends a default run: each plateau of ``patience``
@@ -308,6 +319,9 @@ def _fit_denoiser(
         "validation_loss": round(best, 5),
         "stopped_by": stopped,
         "learning_rate_decays": decays,
+        # Training rows' loss below held-out rows' (as a share) at the kept model, beyond the
+        # gap at the first validation: 0 is a denoiser that knows its rows no better than others.
+        "memorisation": round(best_memorised, 4),
         **predictor.metrics(),
     }
 
@@ -383,6 +397,16 @@ class _PredictorFit:
             "predictor_validation_loss": round(self.best_loss, 5),
             "predictor_steps": self.steps,
         }
+
+
+def _fixed_draw_loss(ema, latents, col_mask, rows, state, config):
+    """The denoising loss of ``rows`` on one fixed draw of masks and noise (torch's random
+    state ``state``), so that validations compare across epochs and across row sets."""
+    torch.random.set_rng_state(state)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    cond, target = _condition_masks(col_mask[rows], config.unconditional_share, generator)
+    tokens = _tokens(cond, config.latent_dim), _tokens(target, config.latent_dim)
+    return denoising_loss(ema, latents[rows], *tokens).item(), cond, target
 
 
 def _condition_masks(col_mask: torch.Tensor, unconditional_share: float, generator=None):
