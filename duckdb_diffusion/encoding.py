@@ -118,12 +118,9 @@ class NumericTransform:
             for i in spiked
         ]
         edges = [score(u / len(values)) for u in upper[:-1]] if discrete else None
+        # (Fewer than 2 x ROWS_PER_KNOT rows, and so fewer than MAX_KNOTS values: a knot each.)
         if not discrete and len(values) >= 2 * ROWS_PER_KNOT:
             unique, prob = _quantile_knots(values, unique[spiked], prob[spiked])
-        elif len(unique) > MAX_KNOTS:
-            pick = np.linspace(0, len(unique) - 1, MAX_KNOTS).round().astype(int)
-            pick = np.unique(np.concatenate([pick, spiked]).astype(int))
-            unique, prob = unique[pick], prob[pick]
         z = np.array([score(p) for p in prob])
         if len(unique) == 1:
             z = np.zeros(1)
