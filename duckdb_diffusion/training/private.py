@@ -225,7 +225,9 @@ def train_private(num, cat, mask, category_sizes, config):
     dim = n_columns * latent_dim
 
     vae = ColumnVAE(n_numeric, category_sizes, latent_dim, min(config.vae_hidden, MAX_WIDTH))
-    denoiser = Precond(Denoiser(dim, min(config.width, MAX_WIDTH), config.depth))
+    denoiser = Precond(
+        Denoiser(dim, min(config.width, MAX_WIDTH), config.depth, dropout=config.dropout)
+    )
     width = min(config.predictor_width, MAX_WIDTH)
     predictor = PointPredictor(dim, n_numeric, category_sizes, width, config.depth)
 
