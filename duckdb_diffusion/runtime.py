@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from . import noise
 from .artifact import Artifact, decode_schema
 from .conditions import Given
+from .dependencies import Dependencies
 from .encoding import Encoder, fill_nulls, to_arrow
 from .missingness import Missingness
 from .schema import PASSTHROUGH, ColumnSpec
@@ -69,6 +70,7 @@ class Model:
         self.columns = [ColumnSpec.from_json(c) for c in self.spec["columns"]]
         modelled = [c for c in self.columns if c.kind != PASSTHROUGH]
         self.encoder = Encoder.from_json(modelled, self.spec["encoder"])
+        self.dependencies = Dependencies.from_json(self.encoder, self.spec.get("dependencies"))
         # Models stored before it draw each column's NULLs at its own rate.
         self.missingness = Missingness.from_json(self.spec.get("missingness"))
         self.schema = decode_schema(self.spec["arrow_schema"])
@@ -154,6 +156,7 @@ class Model:
                 # distribution's mean gives the posterior centre.
                 feeds["noise"] = np.zeros((rows, self.width), dtype=np.float32)
             num_out, cat_out = self._run("impute", feeds)
+            num_out, cat_out = self.dependencies.apply(num_out, cat_out, num, cat, mask)
             values = self.encoder.decode_numeric(num_out)
             levels = cat_out
         else:
@@ -169,6 +172,9 @@ class Model:
                 "noise": start,
             }
             num_out, cat_out = self._run(self._sampler_graph, feeds)
+            num_out, cat_out = self.dependencies.apply(
+                num_out, cat_out, feeds["num"], feeds["cat"], feeds["mask"]
+            )
             values = self.encoder.decode_numeric(num_out).reshape(rows, draws, -1).mean(axis=1)
             levels = _mode(cat_out.reshape(rows, draws, -1), self.encoder.category_sizes)
 
@@ -210,7 +216,8 @@ class Model:
             feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
             graph = self._sampler_graph
         feeds["noise"] = noise.normal(keys, self.width)
-        return self._run(graph, feeds)
+        num_out, cat_out = self._run(graph, feeds)
+        return self.dependencies.apply(num_out, cat_out, feeds["num"], feeds["cat"], feeds["mask"])
 
     def _synthetic_nulls(self, num_out, cat_out, null_draws, given) -> dict[str, np.ndarray]:
         """NULL flags of the columns the missingness chain decides, from each row's sampled

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..artifact import Artifact, encode_schema
+from ..dependencies import Dependencies
 from ..encoding import Encoder, numeric_values
 from ..metrics import hide_cells, imputation_scores, mean_mode_fill
 from ..runtime import Model
@@ -54,6 +55,14 @@ def fit_artifact(
         )
     encoder = Encoder.fit(table, modelled)
     encoded = encoder.encode(table)
+    # The missingness chain and the column dependencies are models of the rows too; a
+    # private model has neither (NULLs are drawn per column at their rate: training/private.py).
+    private = config.epsilon is not None
+    dependencies = (
+        Dependencies(encoder, [])
+        if private
+        else Dependencies.fit(encoder, encoded.num, encoded.cat, encoded.mask)
+    )
     num = dequantized(encoder, table, encoded, config.seed)
     trained = train(num, encoded.cat, encoded.mask, encoder.category_sizes, config)
     check = trained.validation_rows[:CHECK_ROWS]
@@ -65,6 +74,7 @@ def fit_artifact(
         "source_rows": int(source_rows),
         "onnx_check": agreement,
         "opset": OPSET,
+        "dependencies": dependencies.describe(),
     }
     spec = build_spec(
         name=name,
@@ -77,9 +87,7 @@ def fit_artifact(
         config=config.to_json(),
         metrics=metrics,
     )
-    # The missingness chain is a model of the rows too; a private model draws NULLs per
-    # column at its rate instead (training/private.py).
-    private = config.epsilon is not None
+    spec["dependencies"] = dependencies.to_json()
     spec["missingness"] = None if private else fit_missingness(table, encoder, encoded, config.seed)
     artifact = Artifact.create(spec, graphs)
     if spec["missingness"]:

@@ -7,9 +7,10 @@ with per-row clipped gradients plus Gaussian noise on Poisson-sampled batches (A
 noise is calibrated before training so that the planned steps spend exactly the requested
 epsilon (a run the clock stops early spends less, and says so). Everything the rows decide is
 made private or left out: no boosted trees (they have no DP training here), no missingness
-chain (NULLs are drawn per column at their rate), no model selection or learning-rate
-schedule on validation rows (fixed steps; validation rows are never trained on and only score
-the finished model in its summary), latents unnormalised (the VAE's prior already scales them).
+chain (NULLs are drawn per column at their rate), no column dependencies (dependencies.py), no
+model selection or learning-rate schedule on validation rows (fixed steps; validation rows are
+never trained on and only score the finished model in its summary), latents unnormalised (the
+VAE's prior already scales them).
 
 What it does not cover, said in the summary (``metrics.privacy.not_covered``): the encoding's
 per-column statistics, read from the rows before training (numeric quantile knots, value grids
@@ -111,7 +112,12 @@ class PrivacyPlan:
                 "category levels (each seen in at least MIN_LEVEL_ROWS rows)",
                 "per-column NULL shares",
             ],
-            "left_out": ["boosted trees", "missingness chain", "validation-based selection"],
+            "left_out": [
+                "boosted trees",
+                "missingness chain",
+                "column dependencies",
+                "validation-based selection",
+            ],
         }
 
 
