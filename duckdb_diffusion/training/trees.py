@@ -98,10 +98,14 @@ def fit_trees(
     if numeric:
         targets += [(j, j, 0) for j in range(n_numeric)]
     fitted, rounds, numeric_rounds = [], {}, {}
-    for column, j, size in targets:
+    for position, (column, j, size) in enumerate(targets):
         is_numeric = column < n_numeric
-        if size > MAX_LEVELS or time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if size > MAX_LEVELS or now > deadline:
             continue
+        # An even share of the time left, so the last columns (the numeric ones) get trees
+        # too; what a column does not use goes to those after it.
+        column_deadline = now + (deadline - now) / (len(targets) - position)
         y = num[:, j] if is_numeric else cat[:, j]
         train = fit_rows[mask[fit_rows, column] > 0]
         if len(train) < 2 * MIN_LEAF or len(np.unique(y[train])) < 2:
@@ -124,7 +128,7 @@ def fit_trees(
             model = HistGradientBoostingRegressor(loss="absolute_error", **options)
         else:
             model = HistGradientBoostingClassifier(**options)
-        best = _boost(model, x[:, others], y, train, valid, deadline)
+        best = _boost(model, x[:, others], y, train, valid, column_deadline)
         if not best:
             continue
         del model._predictors[best:]
@@ -157,7 +161,10 @@ def _boost(model, x, y, train, valid, deadline) -> int:
         if not len(valid):
             continue
         losses.append(_loss(model, _decision(model, x[valid]), y[valid]))
-        if len(losses) > STALE_CHUNKS and min(losses[-STALE_CHUNKS:]) >= min(losses):
+        # Stale: the last chunks did not improve on the best before them. (Comparing them
+        # with the best of all chunks, themselves included, stopped every column at 30.)
+        recent, earlier = losses[-STALE_CHUNKS:], losses[:-STALE_CHUNKS]
+        if earlier and min(recent) >= min(earlier):
             break
     if model.max_iter == 0:  # out of time before the first round
         return 0

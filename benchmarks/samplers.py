@@ -1,0 +1,131 @@
+"""Sampler schedules on one trained model: how many solver steps, from which noise level.
+
+The synthesis graph unrolls DPM-Solver++(2M) over Karras et al.'s noise levels; steps and the
+highest level are fixed at export. To compare schedules without the noise of retraining, the
+denoiser is trained once per dataset (quality.py's split: a seeded sample, half of it the
+training rows) and exported again for each schedule, then each exported model synthesizes as
+many rows as it trained on through the Python API, scored as quality.py scores synthesis.
+Run from the repository root:
+
+    .venv/bin/python benchmarks/samplers.py --datasets adult,default,california --rows 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+import duckdb_diffusion as ddf
+from duckdb_diffusion import metrics
+from duckdb_diffusion.training import edm, export, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+SCHEDULES = "8:40,8:20,10:20,12:20,16:20,12:10,24:40"  # steps:highest noise level
+
+
+def split(dataset: str, rows: int):
+    """quality.py's synthesis split: a seeded sample of ``rows``, its seeded half to train on."""
+    truth = duckdb.sql(f"SELECT * FROM '{DATA / dataset}.parquet'").to_arrow_table()
+    if rows:
+        keep = np.random.default_rng(0).permutation(truth.num_rows)[:rows]
+        truth = truth.take(np.sort(keep))
+    order = np.random.default_rng(0).permutation(truth.num_rows)
+    return truth.take(np.sort(order[: truth.num_rows // 2]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="adult,default,california")
+    parser.add_argument("--rows", type=int, default=10000)
+    parser.add_argument("--train-seconds", type=float, default=240)
+    parser.add_argument("--schedules", default=SCHEDULES)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "samplers.jsonl"
+    )
+    args = parser.parse_args()
+    schedules = [tuple(map(float, s.split(":"))) for s in args.schedules.split(",")]
+    provenance = {
+        "commit": subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+        "versions": {p: metadata.version(p) for p in ("duckdb", "onnxruntime", "torch")},
+        "settings": vars(args) | {"out": str(args.out)},
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    trained_once = fit.train
+    for dataset in args.datasets.split(","):
+        train = split(dataset, args.rows)
+        columns = train.column_names
+        cache = {}
+
+        def train_once(*a, cache=cache, **k):
+            if "model" not in cache:
+                cache["model"] = trained_once(*a, **k)
+            return cache["model"]
+
+        fit.train = train_once
+        for steps, highest in schedules:
+            export.karras_sigmas = lambda n, highest=highest: edm.karras_sigmas(
+                n, sigma_max=highest
+            )
+            if "model" in cache:
+                cache["model"].config.sampling_steps = int(steps)
+            con = duckdb.connect()
+            con.register("rows_view", train)
+            con.execute("CREATE TABLE real_rows AS SELECT * FROM rows_view")
+            started = time.perf_counter()
+            ddf.train(
+                con,
+                "real_rows",
+                max_seconds=args.train_seconds,
+                sampling_steps=int(steps),
+                progress=False,
+            )
+            fit_s = time.perf_counter() - started
+            started = time.perf_counter()
+            synthetic = ddf.synthesize(con, "real_rows", train.num_rows, seed=0).to_arrow_table()
+            sample_s = time.perf_counter() - started
+            synthetic = synthetic.select(columns).cast(train.schema, safe=False)
+            row = {
+                "dataset": dataset,
+                "steps": int(steps),
+                "sigma_max": highest,
+                "shape_error": float(
+                    np.mean(list(metrics.column_shape_error(train, synthetic, columns).values()))
+                ),
+                "trend_error": float(
+                    np.mean(list(metrics.pair_trend_error(train, synthetic, columns).values()))
+                ),
+                "detection_auc": metrics.detection_auc(train, synthetic, columns),
+                "detection_auc_trees": metrics.detection_auc_trees(train, synthetic, columns),
+                "fit_s": fit_s,
+                "sample_s": sample_s,
+                "stopped_by": cache["model"].metrics["diffusion"]["stopped_by"],
+                "provenance": provenance,
+            }
+            with args.out.open("a") as out:
+                out.write(json.dumps(row) + "\n")
+            print(
+                f"{dataset:10s} {int(steps):3d} steps from {highest:4.0f}: shape "
+                f"{row['shape_error']:.4f} trend {row['trend_error']:.4f} detection "
+                f"{row['detection_auc']:.3f} / trees {row['detection_auc_trees']:.3f}",
+                flush=True,
+            )
+            con.close()
+    fit.train = trained_once
+
+
+if __name__ == "__main__":
+    main()
