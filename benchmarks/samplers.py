@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,9 +25,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-import duckdb_diffusion as ddf
 from duckdb_diffusion import metrics
 from duckdb_diffusion.training import edm, export, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (benchmarks/quality.py: the same training and sampling calls)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -82,21 +85,13 @@ def main() -> None:
             )
             if "model" in cache:
                 cache["model"].config.sampling_steps = int(steps)
-            con = duckdb.connect()
-            con.register("rows_view", train)
-            con.execute("CREATE TABLE real_rows AS SELECT * FROM rows_view")
-            started = time.perf_counter()
-            ddf.train(
-                con,
-                "real_rows",
-                max_seconds=args.train_seconds,
-                sampling_steps=int(steps),
-                progress=False,
+            config = {
+                "train_seconds": args.train_seconds,
+                "settings": {"sampling_steps": int(steps)},
+            }
+            synthetic, timing = quality.synthesize_with(
+                quality.OURS, train, train.num_rows, [], config, None, None
             )
-            fit_s = time.perf_counter() - started
-            started = time.perf_counter()
-            synthetic = ddf.synthesize(con, "real_rows", train.num_rows, seed=0).to_arrow_table()
-            sample_s = time.perf_counter() - started
             synthetic = synthetic.select(columns).cast(train.schema, safe=False)
             row = {
                 "dataset": dataset,
@@ -110,8 +105,7 @@ def main() -> None:
                 ),
                 "detection_auc": metrics.detection_auc(train, synthetic, columns),
                 "detection_auc_trees": metrics.detection_auc_trees(train, synthetic, columns),
-                "fit_s": fit_s,
-                "sample_s": sample_s,
+                **timing,
                 "stopped_by": cache["model"].metrics["diffusion"]["stopped_by"],
                 "provenance": provenance,
             }
@@ -123,7 +117,6 @@ def main() -> None:
                 f"{row['detection_auc']:.3f} / trees {row['detection_auc_trees']:.3f}",
                 flush=True,
             )
-            con.close()
     fit.train = trained_once
 
 
