@@ -117,27 +117,36 @@ class Dependencies:
             return num_out, cat_out
         num_out, cat_out = num_out.copy(), cat_out.copy()
         given = mask_in > 0
-        given_codes, _ = _codes(self.encoder, num_in, cat_in)
         for rule in self.rules:
-            back = rule.inverse[np.clip(given_codes[:, rule.target], 0, len(rule.inverse) - 1)]
+            back = rule.inverse[self._code(rule.target, num_in, cat_in, len(rule.inverse))]
             fill = given[:, rule.target] & ~given[:, rule.source] & (back >= 0)
             self._set(num_out, cat_out, rule.source, fill, back)
-        made, _ = _codes(self.encoder, num_out, cat_out)
-        for rule in self.rules:
+        for rule in self.rules:  # derived columns are never sources: no order among rules
             source = np.where(
-                given[:, rule.source], given_codes[:, rule.source], made[:, rule.source]
+                given[:, rule.source],
+                self._code(rule.source, num_in, cat_in, len(rule.lookup)),
+                self._code(rule.source, num_out, cat_out, len(rule.lookup)),
             )
-            value = rule.lookup[np.clip(source, 0, len(rule.lookup) - 1)]
+            value = rule.lookup[source]
             fill = ~given[:, rule.target] & (value >= 0)
             self._set(num_out, cat_out, rule.target, fill, value)
         return num_out, cat_out
 
+    def _code(self, column: int, num, cat, size: int) -> np.ndarray:
+        """One column's codes (``_codes``), kept inside ``size`` (cells not given are junk)."""
+        if column < self.n_numeric:
+            codes = np.searchsorted(self.encoder.numeric[column].edges, num[:, column])
+        else:
+            codes = cat[:, column - self.n_numeric]
+        return np.clip(codes, 0, size - 1)
+
     def _set(self, num_out, cat_out, column: int, rows: np.ndarray, codes: np.ndarray) -> None:
+        """Cells ``rows`` of ``column`` set to ``codes``: a discrete number to its value's
+        mid-rank normal score (inside the value's interval), a category to its level."""
         if not rows.any():
             return
         if column < self.n_numeric:
-            scores = _value_scores(self.encoder.numeric[column])
-            num_out[rows, column] = scores[codes[rows]]
+            num_out[rows, column] = self.encoder.numeric[column].knots_z[codes[rows]]
         else:
             cat_out[rows, column - self.n_numeric] = codes[rows]
 
@@ -185,8 +194,3 @@ def _codes(encoder: Encoder, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarr
 
 def _is_discrete(transform: NumericTransform) -> bool:
     return transform.discrete and transform.edges is not None and len(transform.knots_x) > 1
-
-
-def _value_scores(transform: NumericTransform) -> np.ndarray:
-    """A normal score inside each value's interval of a discrete column (its mid-rank)."""
-    return transform.knots_z.astype(np.float32)

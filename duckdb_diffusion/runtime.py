@@ -125,7 +125,9 @@ class Model:
             num, cat = session.run(["num_out", "cat_out"], part)
             nums.append(num)
             cats.append(cat)
-        return np.concatenate(nums)[:rows], np.concatenate(cats)[:rows]
+        num_out, cat_out = np.concatenate(nums)[:rows], np.concatenate(cats)[:rows]
+        # Every graph's cells follow the columns' dependencies, the given ones' included.
+        return self.dependencies.apply(num_out, cat_out, feeds["num"], feeds["cat"], feeds["mask"])
 
     # -- imputation -----------------------------------------------------------------------
     def impute_batch(
@@ -156,7 +158,6 @@ class Model:
                 # distribution's mean gives the posterior centre.
                 feeds["noise"] = np.zeros((rows, self.width), dtype=np.float32)
             num_out, cat_out = self._run("impute", feeds)
-            num_out, cat_out = self.dependencies.apply(num_out, cat_out, num, cat, mask)
             values = self.encoder.decode_numeric(num_out)
             levels = cat_out
         else:
@@ -172,9 +173,6 @@ class Model:
                 "noise": start,
             }
             num_out, cat_out = self._run(self._sampler_graph, feeds)
-            num_out, cat_out = self.dependencies.apply(
-                num_out, cat_out, feeds["num"], feeds["cat"], feeds["mask"]
-            )
             values = self.encoder.decode_numeric(num_out).reshape(rows, draws, -1).mean(axis=1)
             levels = _mode(cat_out.reshape(rows, draws, -1), self.encoder.category_sizes)
 
@@ -216,8 +214,7 @@ class Model:
             feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
             graph = self._sampler_graph
         feeds["noise"] = noise.normal(keys, self.width)
-        num_out, cat_out = self._run(graph, feeds)
-        return self.dependencies.apply(num_out, cat_out, feeds["num"], feeds["cat"], feeds["mask"])
+        return self._run(graph, feeds)
 
     def _synthetic_nulls(self, num_out, cat_out, null_draws, given) -> dict[str, np.ndarray]:
         """NULL flags of the columns the missingness chain decides, from each row's sampled
