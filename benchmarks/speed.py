@@ -5,7 +5,8 @@ model on the dataset with ``--null-share`` of its cells NULL, then at every size
 (the dataset repeated, same NULL share) measures rows/s and peak RSS of
 
 - impute and synthesize through SQL (``impute_latent_diffusion`` / ``synthesize_rows``, the
-  result drained as Arrow record batches),
+  result materialized as a user would, ``CREATE TEMP TABLE .. AS``:
+  a ``SELECT count(*)`` over the functions would not run the model at all),
 - the same through the Python API (``impute_batches`` / ``synthesize_batches``),
 - the bare ONNX graph on the same rows (inputs prepared beforehand, only ``session.run`` timed):
   the ceiling the two doors are measured against;
@@ -15,6 +16,9 @@ FLOPs per row (counted from the ONNX graph), the model arithmetic's FLOP/s as a 
 machine's peak (a large float32 matmul, numpy's and onnxruntime's, best of both, measured in the
 same run), training seconds per epoch and to the best validation loss, and scikit-learn's
 IterativeImputer, MissForest and SDV's GaussianCopula and CTGAN on the same rows.
+
+The run's provenance (commit, versions, settings, machine, peak FLOP/s) heads the printed report
+and, with every measured row, goes to ``--results`` as one JSON file.
 
 Run from the repository root (peers' environments as in quality.py):
 
@@ -43,7 +47,7 @@ import duckdb_diffusion as ddf
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import Environments, run_peer  # noqa: E402  (the peers' environments, shared)
+from quality import Environments, provenance, run_peer  # noqa: E402  (shared with quality.py)
 
 SHAPES = ("california", "adult")
 PEER_IMPUTERS = {"mice": None, "missforest_rf": None}
@@ -64,22 +68,20 @@ MEASURE = """
         with open("/proc/self/status") as status:
             return int(next(l for l in status if l.startswith("VmHWM")).split()[1]) / 1024
 
-    con = duckdb.connect({path!r}, read_only=True)
+    # Not read-only: the SQL door materializes into a TEMP table (in memory, not in the file).
+    con = duckdb.connect({path!r})
     ddf.install(con)
     table, model_name, task, door, rows = {table!r}, {model!r}, {task!r}, {door!r}, {rows}
     timed = 0.0
     graph_rows = rows
     began = time.perf_counter()
-    if door == "sql" and task == "impute":
-        reader = con.sql(
-            f"SELECT * FROM impute_latent_diffusion('{{table}}', model := '{{model_name}}')"
-        ).to_arrow_reader(100_000)
-        count = sum(b.num_rows for b in reader)
-    elif door == "sql":
-        reader = con.sql(
-            f"SELECT * FROM synthesize_rows('{{model_name}}', {{rows}})"
-        ).to_arrow_reader(100_000)
-        count = sum(b.num_rows for b in reader)
+    if door == "sql":
+        if task == "impute":
+            query = f"FROM impute_latent_diffusion('{{table}}', model := '{{model_name}}')"
+        else:
+            query = f"FROM synthesize_rows('{{model_name}}', {{rows}})"
+        con.execute(f"CREATE TEMP TABLE result AS {{query}}")
+        count = con.execute("SELECT count(*) FROM result").fetchall()[0][0]
     elif door == "python" and task == "impute":
         count = sum(b.num_rows for b in ddf.impute_batches(con, table, model=model_name))
     elif door == "python":
@@ -119,8 +121,8 @@ MEASURE = """
             for start in range(0, size, block):
                 part = {{k: v[start:start + block] for k, v in feeds.items() if k in wanted}}
                 if len(part["mask"]) < block:
-                    part = {{k: np.concatenate([v, np.zeros((block - len(v), *v.shape[1:]),
-                            v.dtype)]) for k, v in part.items()}}
+                    part = {{k: np.concatenate([v, np.full((block - len(v), *v.shape[1:]),
+                            1 if k == "mask" else 0, v.dtype)]) for k, v in part.items()}}
                 tick = time.perf_counter()
                 session.run(["num_out", "cat_out"], part)
                 timed += time.perf_counter() - tick
@@ -327,6 +329,7 @@ def main() -> None:
     )
     parser.add_argument("--venvs", default=str(ROOT / "benchmarks" / ".venvs"))
     parser.add_argument("--quick", action="store_true", help="10k and 100k rows, 30 s training")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.train_seconds, args.peer_timeout = "10000,100000", 30.0, 60.0
@@ -336,10 +339,17 @@ def main() -> None:
 
     peak = peak_flops()
     limit = max(peak.values())
+    config = {key: value for key, value in vars(args).items() if key not in ("venvs", "results")}
+    run = {"provenance": provenance({**config, "training": settings}), "peak_flops": peak}
+    run["provenance"]["command"] = " ".join(sys.argv)
+    run["provenance"]["versions"]["onnxruntime_device"] = ort.get_device()
+    run["results"] = []
+    args.results.mkdir(parents=True, exist_ok=True)
+    record = args.results / f"speed-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    print(f"provenance: {json.dumps(run['provenance'])}")
     print(
         f"peak float32 matmul (2048³): numpy {peak['numpy'] / 1e9:.1f} GFLOP/s, "
-        f"onnxruntime {peak['onnxruntime'] / 1e9:.1f} GFLOP/s; onnxruntime "
-        f"{ort.__version__}, {ort.get_device()}\n",
+        f"onnxruntime {peak['onnxruntime'] / 1e9:.1f} GFLOP/s\n",
         flush=True,
     )
     envs = Environments(Path(args.venvs))
@@ -361,6 +371,18 @@ def main() -> None:
                         rate = result["rows"] / result["seconds"]
                         flop_rate = info["flops"][task] * result["graph_rows"] / result["seconds"]
                         needing = info["incomplete"][size] if task == "impute" else size
+                        run["results"].append(
+                            {
+                                "shape": shape,
+                                "task": task,
+                                "door": door,
+                                **result,
+                                "rows_per_s": rate,
+                                "model_flops_per_s": flop_rate,
+                                "training": {k: info[k] for k in ("trained_on", "flops")},
+                            }
+                        )
+                        record.write_text(json.dumps(run, indent=1))
                         print(
                             f"| {task} | {size:,} | {needing:,} | {door} | {rate:,.0f} | "
                             f"{result['seconds']:.2f} | {result['peak_mb']:,.0f} | "
@@ -372,6 +394,8 @@ def main() -> None:
                 work = Path(folder) / "peers"
                 work.mkdir(exist_ok=True)
                 rows = peer_runs(path, shape, sizes, envs, args.peer_timeout, work)
+                run["results"].extend({"shape": shape, **row} for row in rows)
+                record.write_text(json.dumps(run, indent=1))
                 print("\n| peer | rows | seconds | rows/s |\n|---|---|---|---|")
                 for row in rows:
                     if "error" in row:
@@ -389,7 +413,9 @@ def main() -> None:
         f"peak float32 matmul measured again at the end: numpy {again['numpy'] / 1e9:.1f}, "
         f"onnxruntime {again['onnxruntime'] / 1e9:.1f} GFLOP/s (shares above use the first)"
     )
-    print(f"{time.perf_counter() - began:.0f} s in all")
+    run["peak_flops_at_end"] = again
+    record.write_text(json.dumps(run, indent=1))
+    print(f"{time.perf_counter() - began:.0f} s in all; results: {record}")
 
 
 def report_training(shape: str, info: dict) -> None:
