@@ -33,7 +33,8 @@ import quality  # noqa: E402  (benchmarks/quality.py: the same training and samp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
-SCHEDULES = "8:40,8:20,10:20,12:20,16:20,12:10,24:40"  # steps:highest noise level
+# steps:highest noise level[:lowest noise level[:rho]] (Karras et al.'s schedule)
+SCHEDULES = "8:40,8:20,10:20,12:20,16:20,12:10,24:40"
 
 
 def split(dataset: str, rows: int):
@@ -56,7 +57,7 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "samplers.jsonl"
     )
     args = parser.parse_args()
-    schedules = [tuple(map(float, s.split(":"))) for s in args.schedules.split(",")]
+    schedules = [(*map(float, s.split(":")), 0.002, 7.0)[:4] for s in args.schedules.split(",")]
     provenance = {
         "commit": subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -79,9 +80,9 @@ def main() -> None:
             return cache["model"]
 
         fit.train = train_once
-        for steps, highest in schedules:
-            export.karras_sigmas = lambda n, highest=highest: edm.karras_sigmas(
-                n, sigma_max=highest
+        for steps, highest, lowest, rho in schedules:
+            export.karras_sigmas = lambda n, h=highest, low=lowest, r=rho: edm.karras_sigmas(
+                n, sigma_min=low, sigma_max=h, rho=r
             )
             if "model" in cache:
                 cache["model"].config.sampling_steps = int(steps)
@@ -97,6 +98,8 @@ def main() -> None:
                 "dataset": dataset,
                 "steps": int(steps),
                 "sigma_max": highest,
+                "sigma_min": lowest,
+                "rho": rho,
                 "shape_error": float(
                     np.mean(list(metrics.column_shape_error(train, synthetic, columns).values()))
                 ),
@@ -112,7 +115,8 @@ def main() -> None:
             with args.out.open("a") as out:
                 out.write(json.dumps(row) + "\n")
             print(
-                f"{dataset:10s} {int(steps):3d} steps from {highest:4.0f}: shape "
+                f"{dataset:10s} {int(steps):3d} steps {highest:g} -> {lowest:g} (rho {rho:g}): "
+                f"shape "
                 f"{row['shape_error']:.4f} trend {row['trend_error']:.4f} detection "
                 f"{row['detection_auc']:.3f} / trees {row['detection_auc_trees']:.3f}",
                 flush=True,
