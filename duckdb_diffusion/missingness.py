@@ -98,10 +98,27 @@ class Missingness:
         for model in self.chain:
             if model.target in fixed:
                 continue
-            x = self.features(num, cat, nulls, model.values, model.indicators)
-            probability = sigmoid(x @ model.weights + model.bias)
+            probability = sigmoid(self.logit(model, num, cat, nulls))
             nulls[:, model.target] = uniforms[:, model.target] < probability
         return nulls
+
+    def logit(self, model: NullModel, num, cat, nulls) -> np.ndarray:
+        """``features(...) @ weights + bias`` without building the features: a category's
+        one-hot block times its weights is the weight of the row's level, so it is looked up
+        (the one-hot matrices were a tenth of synthesis time on adult)."""
+        out = np.full(nulls.shape[0], model.bias)
+        at = 0
+        for i in model.values:
+            if i < self.numeric:
+                term, at = model.weights[at] * num[:, i], at + 1
+            else:
+                size = self.sizes[i - self.numeric]
+                term, at = model.weights[at : at + size][cat[:, i - self.numeric]], at + size
+            out += np.where(nulls[:, i], 0.0, term)
+        for i in model.indicators:
+            out += model.weights[at] * nulls[:, i]
+            at += 1
+        return out
 
     def to_json(self) -> dict:
         return {
