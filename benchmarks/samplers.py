@@ -33,7 +33,8 @@ import quality  # noqa: E402  (benchmarks/quality.py: the same training and samp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
-# steps:highest noise level[:lowest noise level[:rho]] (Karras et al.'s schedule)
+# steps:highest noise level[:lowest noise level[:rho]] of Karras et al.'s schedule; where left
+# out, EDM's 0.002 and 7 (the defaults before 2026-12-03; edm.py has today's)
 SCHEDULES = "8:40,8:20,10:20,12:20,16:20,12:10,24:40"
 
 
@@ -57,7 +58,10 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "samplers.jsonl"
     )
     args = parser.parse_args()
-    schedules = [(*map(float, s.split(":")), 0.002, 7.0)[:4] for s in args.schedules.split(",")]
+    schedules = []
+    for text in args.schedules.split(","):
+        parts = [float(part) for part in text.split(":")]
+        schedules.append((*parts, *(0.002, 7.0)[len(parts) - 2 :]))  # the defaults fill in
     provenance = {
         "commit": subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
