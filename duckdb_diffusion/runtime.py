@@ -42,7 +42,7 @@ DEFAULT_DRAWS = 0
 # onnxruntime's kernels round differently for different batch sizes (last-bit differences
 # measured between 1, 97 and 700 rows), so a fixed block is what makes a row's output
 # independent of how its table was split into batches. The sampler runs 20% faster in blocks
-# of 1,024 than of 256 (adult, 2 cores); so does the point graph, 46k -> 66k rows/s (its
+# of 1,024 than of 256 (adult, 2 cores); so does the point graph, 41k -> 56k rows/s (its
 # trees see the block's rows with their column NULL, a fifth of 256 before). Padding rows
 # are fully observed (mask 1), so no tree runs on them and a batch with few NULL rows pays
 # only the network's share of the block.
