@@ -62,7 +62,7 @@ LABELS = {
 # One measurement, in its own process: rows/s of one door and that process's peak memory.
 MEASURE = """
     import json, time, duckdb, numpy as np, duckdb_diffusion as ddf
-    from duckdb_diffusion.runtime import BLOCK_ROWS
+    from duckdb_diffusion.runtime import BLOCK_ROWS, padded_to_block
 
     def peak_mb():
         with open("/proc/self/status") as status:
@@ -115,14 +115,11 @@ MEASURE = """
                         (n, model.width), dtype=np.float32),
                 }}
                 count += n
-            size = len(feeds["mask"])
-            graph_rows += size
+            graph_rows += len(feeds["mask"])
             block = BLOCK_ROWS[task]
-            for start in range(0, size, block):
-                part = {{k: v[start:start + block] for k, v in feeds.items() if k in wanted}}
-                if len(part["mask"]) < block:
-                    part = {{k: np.concatenate([v, np.full((block - len(v), *v.shape[1:]),
-                            1 if k == "mask" else 0, v.dtype)]) for k, v in part.items()}}
+            feeds = padded_to_block({{k: v for k, v in feeds.items() if k in wanted}}, block)
+            for start in range(0, len(feeds["mask"]), block):
+                part = {{k: v[start:start + block] for k, v in feeds.items()}}
                 tick = time.perf_counter()
                 session.run(["num_out", "cat_out"], part)
                 timed += time.perf_counter() - tick

@@ -125,10 +125,9 @@ class Model:
         wanted = self._inputs(graph)
         rows = next(iter(feeds.values())).shape[0]
         block = BLOCK_ROWS[graph]
-        padded = -rows % block
-        inputs = {k: _pad(feeds[k], padded, 1 if k == "mask" else 0) for k in wanted}
+        inputs = padded_to_block({k: feeds[k] for k in wanted}, block)
         nums, cats = [], []
-        for start in range(0, rows + padded, block):
+        for start in range(0, len(inputs["mask"]), block):
             part = {k: v[start : start + block] for k, v in inputs.items()}
             with self._running:
                 num, cat = session.run(["num_out", "cat_out"], part)
@@ -295,10 +294,16 @@ class Model:
         return pa.RecordBatch.from_arrays(out, schema=self.schema)
 
 
-def _pad(array: np.ndarray, rows: int, value: float = 0) -> np.ndarray:
+def padded_to_block(feeds: dict[str, np.ndarray], block: int) -> dict[str, np.ndarray]:
+    """A graph's inputs padded to a whole number of blocks (``BLOCK_ROWS``), the padding rows
+    fully observed (mask 1) so that no tree runs on them; zeros elsewhere."""
+    rows = -len(next(iter(feeds.values()))) % block
     if rows == 0:
-        return array
-    return np.concatenate([array, np.full((rows, *array.shape[1:]), value, dtype=array.dtype)])
+        return feeds
+    return {
+        k: np.concatenate([v, np.full((rows, *v.shape[1:]), int(k == "mask"), dtype=v.dtype)])
+        for k, v in feeds.items()
+    }
 
 
 def _mode(levels: np.ndarray, sizes: list[int]) -> np.ndarray:
