@@ -127,7 +127,7 @@ class Model:
         block = BLOCK_ROWS[graph]
         inputs = padded_to_block({k: feeds[k] for k in wanted}, block)
         nums, cats = [], []
-        for start in range(0, len(inputs["mask"]), block):
+        for start in range(0, rows + -rows % block, block):
             part = {k: v[start : start + block] for k, v in inputs.items()}
             with self._running:
                 num, cat = session.run(["num_out", "cat_out"], part)
