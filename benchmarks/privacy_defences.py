@@ -5,7 +5,7 @@ beside fidelity against the members and against as many fresh rows of the popula
 trend, detection AUC of boosted trees): what a defence buys in privacy and costs in fidelity.
 
     .venv/bin/python benchmarks/privacy_defences.py --dataset default --size 1000 \\
-        --variants '[{}, {"dropout": 0.1}, {"dropout": 0.25}]'
+        --variants '[{}, {"dropout": 0.1}, {"dropout": 0.25}, {"seed": 1}]'
     .venv/bin/python benchmarks/privacy_defences.py --sigma-floor 0.25   # sampling noise floor
 
 ``--sigma-floor`` is an experiment, not a setting: it ends the exported sampler's schedule at
@@ -42,7 +42,8 @@ def fidelity(reference, synthetic, columns) -> dict:
 
 def run_variant(split, fresh, columns, settings) -> dict:
     members = split["members"]
-    model, timing = train_ours(members, settings, seed=0)
+    training = {k: v for k, v in settings.items() if k != "seed"}
+    model, timing = train_ours(members, training, seed=settings.get("seed", 0))
     tprs: dict[str, list] = {}
     row = {"settings": settings, **timing}
     for draw_seed in range(DRAWS):
