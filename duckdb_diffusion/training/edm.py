@@ -1,7 +1,8 @@
 """EDM diffusion over latent tokens (Karras et al., "Elucidating the Design Space of Diffusion-Based
 Generative Models", NeurIPS 2022), made conditional by an observation mask.
 
-The pieces meet only through ``denoise(x, sigma, given, mask)``:
+The pieces meet only through ``denoise(x, sigma, given, mask)`` (and, in samplers,
+``denoise.context(given, mask)``: the network's share of the given tokens, computed once):
 - ``Precond`` wraps the raw network with EDM's c_skip/c_out/c_in/c_noise scalings;
 - ``karras_sigmas`` is the noise schedule;
 - ``heun_sample`` is EDM's deterministic second-order sampler (Algorithm 1). It takes its initial
@@ -34,8 +35,17 @@ class Precond(nn.Module):
         super().__init__()
         self.network = network
 
+    def context(self, given: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What a sampler computes once per row for all its steps (``Denoiser.context``)."""
+        return self.network.context(given * mask, mask)
+
     def forward(
-        self, x: torch.Tensor, sigma: torch.Tensor, given: torch.Tensor, mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        given: torch.Tensor,
+        mask: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         sigma = sigma.reshape(-1, 1)
         c_skip = SIGMA_DATA**2 / (sigma**2 + SIGMA_DATA**2)
@@ -43,7 +53,7 @@ class Precond(nn.Module):
         c_in = 1.0 / (sigma**2 + SIGMA_DATA**2).sqrt()
         c_noise = sigma.log() / 4.0
         free = 1.0 - mask
-        f = self.network(c_in * x * free, given * mask, mask, c_noise)
+        f = self.network(c_in * x * free, given * mask, mask, c_noise, context)
         return (c_skip * x + c_out * f) * free + given * mask
 
 
@@ -88,13 +98,14 @@ def heun_sample(
 ) -> torch.Tensor:
     """EDM Algorithm 1 (deterministic Heun; Euler on the last step), written to unroll cleanly."""
     x = noise * sigmas[0] * (1.0 - mask) + given * mask
+    context = denoise.context(given, mask)
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         s = _level(sigma)
-        d = (x - denoise(x, s, given, mask)) / sigma
+        d = (x - denoise(x, s, given, mask, context)) / sigma
         x_next = x + (sigma_next - sigma) * d
         if sigma_next > 0:
             s_next = _level(sigma_next)
-            d_next = (x_next - denoise(x_next, s_next, given, mask)) / sigma_next
+            d_next = (x_next - denoise(x_next, s_next, given, mask, context)) / sigma_next
             x_next = x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
         x = x_next
     return x * (1.0 - mask) + given * mask
@@ -111,9 +122,10 @@ def dpm_solver_2m(
     that reuses the previous step's denoised estimate, so it costs one network evaluation per
     step where Heun costs two."""
     x = noise * sigmas[0] * (1.0 - mask) + given * mask
+    context = denoise.context(given, mask)
     previous = None
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
-        denoised = denoise(x, _level(sigma), given, mask)
+        denoised = denoise(x, _level(sigma), given, mask, context)
         if sigma_next == 0:
             x = denoised
             break

@@ -105,13 +105,30 @@ class Denoiser(nn.Module):
         freqs = torch.exp(torch.linspace(0.0, math.log(50.0), embed // 2))
         self.register_buffer("freqs", freqs)
 
+    def context(self, given: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The input layer's share from the given tokens and the mask (and its bias). They
+        stay the same through a sampler's steps, so a sampler computes this once per row
+        instead of once per step: two thirds of the input layer, 9% of a synthetic row's
+        arithmetic at 8 steps."""
+        weight = self.input.weight[:, self.dim :]
+        return nn.functional.linear(torch.cat([given, mask], dim=-1), weight, self.input.bias)
+
     def forward(
-        self, x: torch.Tensor, given: torch.Tensor, mask: torch.Tensor, c_noise: torch.Tensor
+        self,
+        x: torch.Tensor,
+        given: torch.Tensor,
+        mask: torch.Tensor,
+        c_noise: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: scaled noisy tokens (0 where given); given: clean given tokens (0 elsewhere)."""
+        """x: scaled noisy tokens (0 where given); given: clean given tokens (0 elsewhere);
+        ``context``: ``self.context(given, mask)`` when the caller has it already."""
         angles = c_noise.reshape(-1, 1) * self.freqs
         emb = self.noise_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
-        h = self.input(torch.cat([x, given, mask], dim=-1)) + emb
+        if context is None:  # training: the layer itself, which opacus's hooks see
+            h = self.input(torch.cat([x, given, mask], dim=-1)) + emb
+        else:
+            h = nn.functional.linear(x, self.input.weight[:, : self.dim]) + context + emb
         for block in self.blocks:
             h = h + block(h)
         return self.output(torch.nn.functional.silu(self.out_norm(h)))
