@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--train-seconds", type=float, default=240)
     parser.add_argument("--schedules", default=SCHEDULES)
     parser.add_argument(
+        "--int8", action="store_true", help="each schedule also with the 8-bit synthesis graph"
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "samplers.jsonl"
     )
     args = parser.parse_args()
@@ -84,15 +87,17 @@ def main() -> None:
             return cache["model"]
 
         fit.train = train_once
-        for steps, highest, lowest, rho in schedules:
+        variants = [(*s, int8) for s in schedules for int8 in (False, True)[: 1 + args.int8]]
+        for steps, highest, lowest, rho, int8 in variants:
             export.karras_sigmas = lambda n, h=highest, low=lowest, r=rho: edm.karras_sigmas(
                 n, sigma_min=low, sigma_max=h, rho=r
             )
             if "model" in cache:
                 cache["model"].config.sampling_steps = int(steps)
+                cache["model"].config.int8 = int8
             config = {
                 "train_seconds": args.train_seconds,
-                "settings": {"sampling_steps": int(steps)},
+                "settings": {"sampling_steps": int(steps), "int8": int8},
             }
             synthetic, timing = quality.synthesize_with(
                 quality.OURS, train, train.num_rows, [], config, None, None
@@ -104,6 +109,7 @@ def main() -> None:
                 "sigma_max": highest,
                 "sigma_min": lowest,
                 "rho": rho,
+                "int8": int8,
                 "shape_error": float(
                     np.mean(list(metrics.column_shape_error(train, synthetic, columns).values()))
                 ),
@@ -119,7 +125,8 @@ def main() -> None:
             with args.out.open("a") as out:
                 out.write(json.dumps(row) + "\n")
             print(
-                f"{dataset:10s} {int(steps):3d} steps {highest:g} -> {lowest:g} (rho {rho:g}): "
+                f"{dataset:10s} {int(steps):3d} steps {highest:g} -> {lowest:g} (rho {rho:g})"
+                f"{' int8' if int8 else ''}: "
                 f"shape "
                 f"{row['shape_error']:.4f} trend {row['trend_error']:.4f} detection "
                 f"{row['detection_auc']:.3f} / trees {row['detection_auc_trees']:.3f}",

@@ -45,6 +45,9 @@ class TrainConfig:
     # down to 0.02, rho 12). On EDM's schedule 8 steps left synthetic rows easy to tell from
     # real ones (adult detection AUC 0.634, 0.590 at 12); on this one 8 give 0.593.
     sampling_steps: int = 8
+    # The synthesis graph's matrix products in 8 bits (onnxruntime's dynamic quantization:
+    # weights stored as uint8, each product's inputs scaled to uint8 as it runs).
+    int8: bool = False
     validation_share: float = 0.1
     max_rows: int = 200_000
     # Boosted trees for categorical cells beside the point predictor (trees.py), with at most

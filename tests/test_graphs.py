@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import numpy as np
 import onnx
@@ -13,6 +15,8 @@ import duckdb_diffusion as ddf
 from duckdb_diffusion.artifact import Artifact
 from duckdb_diffusion.registry import DatabaseRegistry
 from duckdb_diffusion.runtime import Model
+
+from .conftest import FAST
 
 
 def test_point_graph_takes_no_noise_and_sampler_takes_a_mask(housing):
@@ -130,3 +134,36 @@ def test_cuda_that_cannot_load_falls_back_to_cpu_and_says_so(housing, monkeypatc
     batch = housing.sql("SELECT * FROM housing LIMIT 300").to_arrow_table().to_batches()[0]
     filled = model.impute_batch(batch)
     assert filled.column("total_bedrooms").null_count == 0
+
+
+def test_int8_sampler_through_sql_stores_8_bit_products_and_keeps_the_columns(housing):
+    """``int8``: the stored synthesis graph multiplies in 8 bits (its export check held it to
+    the float graph's distribution), and its rows still follow the table's columns."""
+    con = duckdb.connect()
+    ddf.install(con)
+    table = housing.sql("SELECT * EXCLUDE (house_id) FROM housing").to_arrow_table()
+    con.register("view", table)
+    con.execute("CREATE TABLE h AS SELECT * FROM view")
+    settings = json.dumps({**FAST, "int8": True})
+    con.execute("SELECT * FROM train_latent_diffusion('h', settings := ?)", [settings]).fetchall()
+    model = ddf.load_model(con, "h")
+    ops = {n.op_type for n in onnx.load_from_string(model.artifact.graphs["synthesize"]).graph.node}
+    assert "MatMulInteger" in ops and "Gemm" not in ops
+    impute_ops = {
+        n.op_type for n in onnx.load_from_string(model.artifact.graphs["impute"]).graph.node
+    }
+    assert "MatMulInteger" not in impute_ops  # imputation keeps float products
+    check = json.loads(
+        con.execute("SELECT metrics FROM latent_diffusion_models() WHERE name = 'h'").fetchall()[0][
+            0
+        ]
+    )["onnx_check"]["synthesize"]
+    assert check["median_abs_diff"] < 0.05
+    rows = con.sql("SELECT * FROM synthesize_rows('h', 2000, seed := 3)").to_arrow_table()
+    assert rows.num_rows == 2000 and rows.schema.names == table.schema.names
+    real, made = table.column("median_income").to_numpy(False), rows.column("median_income")
+    made = made.drop_null().to_numpy()
+    real = real[~np.isnan(real)]
+    assert abs(np.median(made) - np.median(real)) < 0.25 * np.std(real)
+    levels = set(table.column("ocean_proximity").drop_null().to_pylist())
+    assert set(rows.column("ocean_proximity").drop_null().to_pylist()) <= levels

@@ -129,7 +129,36 @@ def export_graphs(model: TrainedModel, n_numeric: int, category_sizes: list[int]
             graphs[name] = _export(module, tuple(example[k] for k in inputs), inputs)
         if len(inputs) > len(INPUTS[name]):
             graphs[name] = trees.attach(graphs[name], model.trees, n_numeric, category_sizes)
+    if model.config.int8:
+        graphs["synthesize"] = quantized(graphs["synthesize"])
     return graphs
+
+
+def quantized(graph: bytes) -> bytes:
+    """The graph with its matrix products in 8 bits (onnxruntime's dynamic quantization).
+
+    Unsigned weights and inputs (U8U8): on AVX2 without VNNI onnxruntime multiplies signed
+    weights with an instruction whose 16-bit sums saturate; unsigned ones agreed best with
+    the float graph (adult: median difference of a sampled normal score 0.006, 99.5% of
+    categories the same) at the same speed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process first changes nothing here
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            source, target = Path(tmp) / "graph.onnx", Path(tmp) / "int8.onnx"
+            source.write_bytes(graph)
+            quantize_dynamic(
+                source,
+                target,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                weight_type=QuantType.QUInt8,
+            )
+            return target.read_bytes()
+    finally:
+        root.setLevel(level)
 
 
 def _torch_inputs(model: TrainedModel, name: str) -> list[str]:
@@ -225,6 +254,13 @@ def check_agreement(model: TrainedModel, graphs: dict, num, cat, mask, seed: int
         diff = float(np.abs(got_num - ref_num.numpy()).max()) if got_num.size else 0.0
         agree = float((got_cat == ref_cat.numpy()).mean()) if got_cat.size else 1.0
         report[name] = {"max_abs_diff": diff, "category_agreement": agree}
-        if diff > 1e-2 or agree < 0.98:
+        if name == "synthesize" and model.config.int8:
+            # 8-bit products round every step: held to the float graph's distribution
+            # (a typical cell within 0.05 of a normal score), not to its last digits.
+            typical = float(np.median(np.abs(got_num - ref_num.numpy()))) if got_num.size else 0.0
+            report[name]["median_abs_diff"] = typical
+            if typical > 0.05 or agree < 0.95:
+                raise RuntimeError(f"8-bit ONNX {name} graph strays from torch: {report[name]}")
+        elif diff > 1e-2 or agree < 0.98:
             raise RuntimeError(f"ONNX {name} graph disagrees with torch: {report[name]}")
     return report
