@@ -168,7 +168,8 @@ def peak_flops(n: int = 2048, repeats: int = 15) -> dict:
 
 def graph_flops(graph: bytes) -> float:
     """Floating-point operations per row of an ONNX graph: 2 per multiply-add of every MatMul,
-    Gemm and Einsum (the arithmetic that matters here; element-wise ops are left out). Shapes
+    Gemm and Einsum (the arithmetic that matters here; element-wise ops are left out), and of
+    every MatMulInteger (an ``int8`` graph's products, counted as if they were float). Shapes
     are read by running the graph on one row with every such node's operands as outputs (the
     sampler's reshapes defeat static shape inference); nodes onnxruntime constant-folds away
     (those fed by constants only) are not counted, as they never run per row."""
@@ -180,7 +181,8 @@ def graph_flops(graph: bytes) -> float:
     wanted = [
         n
         for n in model.graph.node
-        if n.op_type in ("MatMul", "Gemm", "Einsum") and not all(i in constant for i in n.input)
+        if n.op_type in ("MatMul", "MatMulInteger", "Gemm", "Einsum")
+        and not all(i in constant for i in n.input)
     ]
     names = {name for n in wanted for name in (*n.input, *n.output)} - constant
     known = {o.name for o in model.graph.output}
