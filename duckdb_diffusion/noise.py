@@ -63,8 +63,8 @@ def normal(keys: np.ndarray, width: int, stream: int = 0) -> np.ndarray:
     """[rows, width] standard normals (float32) by Box-Muller, both of its outputs used.
 
     One 64-bit hash gives a pair of 32-bit uniforms and the pair two normals (r cos t and
-    r sin t, independent), so a row of ``width`` normals costs ``width / 2`` hashes: a quarter
-    of a hash per uniform pair each, which made noise a tenth of synthesis time.
+    r sin t, independent), so a row of ``width`` normals costs ``width / 2`` hashes, a quarter
+    of the two per normal it took when noise was a tenth of synthesis time.
     """
     pairs = -(-width // 2)
     with np.errstate(over="ignore"):

@@ -153,11 +153,8 @@ def test_int8_sampler_through_sql_stores_8_bit_products_and_keeps_the_columns(ho
         n.op_type for n in onnx.load_from_string(model.artifact.graphs["impute"]).graph.node
     }
     assert "MatMulInteger" not in impute_ops  # imputation keeps float products
-    check = json.loads(
-        con.execute("SELECT metrics FROM latent_diffusion_models() WHERE name = 'h'").fetchall()[0][
-            0
-        ]
-    )["onnx_check"]["synthesize"]
+    listing = con.execute("SELECT metrics FROM latent_diffusion_models() WHERE name = 'h'")
+    check = json.loads(listing.fetchall()[0][0])["onnx_check"]["synthesize"]
     assert check["median_abs_diff"] < 0.05
     rows = con.sql("SELECT * FROM synthesize_rows('h', 2000, seed := 3)").to_arrow_table()
     assert rows.num_rows == 2000 and rows.schema.names == table.schema.names
