@@ -8,11 +8,16 @@ many rows as it trained on through the Python API, scored as quality.py scores s
 Run from the repository root:
 
     .venv/bin/python benchmarks/samplers.py --datasets adult,default,california --rows 10000
+
+With ``--distilled 2,3``, students of each of those step counts are distilled from the same
+trained denoiser (distil.py; each with distil_share of the budget, on top of it) and scored
+beside the teacher's schedules and beside the undistilled denoiser taking the students' steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -26,7 +31,7 @@ import duckdb
 import numpy as np
 
 from duckdb_diffusion import metrics
-from duckdb_diffusion.training import edm, export, fit
+from duckdb_diffusion.training import distil, edm, export, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (benchmarks/quality.py: the same training and sampling calls)
@@ -58,6 +63,9 @@ def main() -> None:
         "--int8", action="store_true", help="each schedule also with the 8-bit synthesis graph"
     )
     parser.add_argument(
+        "--distilled", default="", help="student step counts to distil, e.g. 2,3 (none: '')"
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "samplers.jsonl"
     )
     args = parser.parse_args()
@@ -75,34 +83,62 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    trained_once = fit.train
+    trained_once, distilled_once = fit.train, distil.distil
+    student_steps = [int(k) for k in args.distilled.split(",") if k]
     for dataset in args.datasets.split(","):
         train = split(dataset, args.rows)
         columns = train.column_names
         cache = {}
 
         def train_once(*a, cache=cache, **k):
+            """The one trained model, set up for the variant at hand (its first call trains)."""
             if "model" not in cache:
                 cache["model"] = trained_once(*a, **k)
-            return cache["model"]
+            steps, int8, kind = cache["variant"]
+            model = cache["model"]
+            model.config.int8 = int8
+            if kind is None:  # the teacher on one of its schedules
+                model.config.sampling_steps = steps
+                model.student = model.student_levels = None
+            else:  # the student, or the teacher taking the student's steps
+                student, levels, _ = cache[steps]
+                model.student = student if kind == "student" else model.denoiser
+                model.student_levels = levels
+            return model
 
-        fit.train = train_once
-        variants = [(*s, int8) for s in schedules for int8 in (False, True)[: 1 + args.int8]]
-        for steps, highest, lowest, rho, int8 in variants:
+        def distil_each(teacher, *data, cache=cache):
+            """Every student from the one teacher, each with the budget a default run gives."""
+            *data, config, clock, _ = data
+            for k in student_steps:
+                config_k = copy.copy(config)
+                config_k.distilled_steps = k
+                budget = clock.elapsed() + config.max_seconds * config.distil_share
+                cache[k] = distilled_once(teacher, *data, config_k, clock, budget)
+            return cache[student_steps[0]]
+
+        fit.train, distil.distil = train_once, distil_each
+        variants = [(*s, int8, None) for s in schedules for int8 in (False, True)[: 1 + args.int8]]
+        kinds = ("ddim", "student")
+        variants += [(k, 0, 0, 0, False, kind) for k in student_steps for kind in kinds]
+        for steps, highest, lowest, rho, int8, kind in variants:
             export.karras_sigmas = lambda n, h=highest, low=lowest, r=rho: edm.karras_sigmas(
                 n, sigma_min=low, sigma_max=h, rho=r
             )
-            if "model" in cache:
-                cache["model"].config.sampling_steps = int(steps)
-                cache["model"].config.int8 = int8
-            config = {
-                "train_seconds": args.train_seconds,
-                "settings": {"sampling_steps": int(steps), "int8": int8},
-            }
+            if kind and cache[steps][0] is None:
+                print(f"{dataset:10s} {steps:3d} steps: student not kept {cache[steps][2]}")
+                continue
+            cache["variant"] = (int(steps), int8, kind)
+            settings = {"sampling_steps": int(steps), "int8": int8}
+            if student_steps:
+                settings = {"distilled_steps": student_steps[0]}
+            config = {"train_seconds": args.train_seconds, "settings": settings}
             synthetic, timing = quality.synthesize_with(
                 quality.OURS, train, train.num_rows, [], config, None, None
             )
             synthetic = synthetic.select(columns).cast(train.schema, safe=False)
+            if kind:
+                levels = cache[steps][1]
+                highest, lowest, rho = levels[0], levels[-2], 0
             row = {
                 "dataset": dataset,
                 "steps": int(steps),
@@ -110,6 +146,8 @@ def main() -> None:
                 "sigma_min": lowest,
                 "rho": rho,
                 "int8": int8,
+                "distilled": kind,
+                **({"distillation": cache[steps][2]} if kind else {}),
                 "shape_error": float(
                     np.mean(list(metrics.column_shape_error(train, synthetic, columns).values()))
                 ),
@@ -126,13 +164,13 @@ def main() -> None:
                 out.write(json.dumps(row) + "\n")
             print(
                 f"{dataset:10s} {int(steps):3d} steps {highest:g} -> {lowest:g} (rho {rho:g})"
-                f"{' int8' if int8 else ''}: "
+                f"{' int8' if int8 else ''}{' ' + kind if kind else ''}: "
                 f"shape "
                 f"{row['shape_error']:.4f} trend {row['trend_error']:.4f} detection "
                 f"{row['detection_auc']:.3f} / trees {row['detection_auc_trees']:.3f}",
                 flush=True,
             )
-    fit.train = trained_once
+    fit.train, distil.distil = trained_once, distilled_once
 
 
 if __name__ == "__main__":

@@ -45,6 +45,14 @@ class TrainConfig:
     # down to 0.02, rho 12). On EDM's schedule 8 steps left synthetic rows easy to tell from
     # real ones (adult detection AUC 0.634, 0.590 at 12); on this one 8 give 0.593.
     sampling_steps: int = 8
+    # With 0 < distilled_steps < sampling_steps, a copy of the denoiser learns to take the
+    # sampler's path in that many steps (training/distil.py) in the last distil_share of the
+    # budget (or more, where the denoiser converged sooner), and the synthesis graph runs it,
+    # one network evaluation a step, where its draws land near the teacher's (a student cut
+    # short by the budget is not used). 0: no student, the default: the quarter of the budget
+    # it takes from the teacher costs fidelity on tables the budget cuts short (README).
+    distilled_steps: int = 0
+    distil_share: float = 0.25
     # The synthesis graph's matrix products in 8 bits (onnxruntime's dynamic quantization:
     # weights stored as uint8, each product's inputs scaled to uint8 as it runs).
     int8: bool = False
@@ -107,6 +115,8 @@ _LIMITS = {
     "ema_decay": (0.0, 0.999999),
     "unconditional_share": (0.0, 1.0),
     "sampling_steps": (1, 1000),
+    "distilled_steps": (0, 999),
+    "distil_share": (0.01, 0.9),
     "validation_share": (0.0, 0.9),
     "max_rows": (2, 10**9),
     "tree_share": (0.0, 0.9),

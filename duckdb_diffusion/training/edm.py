@@ -121,13 +121,25 @@ def dpm_solver_2m(
     """DPM-Solver++(2M) (Lu et al., 2022): a second-order multistep solver of the same ODE
     that reuses the previous step's denoised estimate, so it costs one network evaluation per
     step where Heun costs two."""
+    return dpm_solver_2m_path(denoise, noise, given, mask, sigmas)[-1]
+
+
+def dpm_solver_2m_path(
+    denoise: Precond,
+    noise: torch.Tensor,
+    given: torch.Tensor,
+    mask: torch.Tensor,
+    sigmas: list[float],
+) -> list[torch.Tensor]:
+    """``dpm_solver_2m``'s state at every level of ``sigmas``, the last being its draw: the
+    trajectory a distilled sampler (distil.py) learns to follow in fewer steps."""
     x = noise * sigmas[0] * (1.0 - mask) + given * mask
     context = denoise.context(given, mask)
-    previous = None
+    path, previous = [x], None
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         denoised = denoise(x, _level(sigma), given, mask, context)
         if sigma_next == 0:
-            x = denoised
+            path.append(denoised)
             break
         h = math.log(sigma / sigma_next)
         estimate = denoised
@@ -135,7 +147,28 @@ def dpm_solver_2m(
             ratio = math.log(sigmas[i - 1] / sigma) / h
             estimate = (1 + 1 / (2 * ratio)) * denoised - (1 / (2 * ratio)) * previous
         x = (sigma_next / sigma) * x - math.expm1(-h) * estimate
+        path.append(x)
         previous = denoised
+    path[-1] = path[-1] * (1.0 - mask) + given * mask
+    return path
+
+
+def ddim_sample(
+    denoise: Precond,
+    noise: torch.Tensor,
+    given: torch.Tensor,
+    mask: torch.Tensor,
+    sigmas: list[float],
+) -> torch.Tensor:
+    """The first-order step of the same ODE (DDIM, DPM-Solver++(1)): each step moves to the
+    next level along the line to the denoised estimate. A distilled denoiser is trained for
+    exactly this step between exactly these levels (distil.py), so each of its steps stands
+    for several of the teacher's."""
+    x = noise * sigmas[0] * (1.0 - mask) + given * mask
+    context = denoise.context(given, mask)
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        denoised = denoise(x, _level(sigma), given, mask, context)
+        x = (sigma_next / sigma) * x + (1.0 - sigma_next / sigma) * denoised
     return x * (1.0 - mask) + given * mask
 
 

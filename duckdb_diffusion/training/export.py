@@ -7,7 +7,8 @@
   the diffusion posterior given those whose mask is 1, and decode. An all-zero mask makes a
   synthetic row; a row's own mask makes one random imputation (``draws >= 1``).
 
-The whole sampler (DPM-Solver++(2M), ``sampling_steps`` steps) is unrolled inside the graph and
+The whole sampler (DPM-Solver++(2M), ``sampling_steps`` steps, or the distilled student's
+``distilled_steps`` DDIM steps) is unrolled inside the graph and
 the initial noise is an input, so a batch crosses to the device once and the graph is a pure
 function: onnxruntime at SQL time computes what torch computed at training time.
 """
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from . import trees
-from .edm import karras_sigmas, sample
+from .edm import ddim_sample, karras_sigmas, sample
 from .trainer import TrainedModel
 
 OPSET = 20
@@ -102,13 +103,17 @@ class SampleGraph(_LatentGraph):
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
-        self.denoiser = model.denoiser
         self.latent_dim = model.config.latent_dim
-        self.sigmas = karras_sigmas(model.config.sampling_steps)
+        if model.student is not None:  # distilled (distil.py): DDIM steps of the student
+            self.denoiser, self.sampler = model.student, ddim_sample
+            self.sigmas = list(model.student_levels)
+        else:
+            self.denoiser, self.sampler = model.denoiser, sample
+            self.sigmas = karras_sigmas(model.config.sampling_steps)
 
     def forward(self, num, cat, mask, noise):
         given, tokens = self.given_tokens(num, cat, mask)
-        x = sample(self.denoiser, noise, given, tokens, self.sigmas)
+        x = self.sampler(self.denoiser, noise, given, tokens, self.sigmas)
         z = x.reshape(x.shape[0], -1, self.latent_dim) * self.std + self.mean
         return self.vae.decode_values(z)
 

@@ -312,6 +312,9 @@ def train_private(num, cat, mask, category_sizes, config):
         "diffusion": {
             "steps": steps,
             "stopped_by": "planned steps" if steps == plan.diffusion_steps else "time",
+            # A student would learn from the rows' cells (the given tokens of its conditional
+            # draws) outside DP-SGD's accounting: a private model keeps the teacher's sampler.
+            **({"distilled": "not under epsilon"} if config.distilled_steps else {}),
         },
         "privacy": plan.spent(),
     }
