@@ -62,7 +62,7 @@ LABELS = {
 # One measurement, in its own process: rows/s of one door and that process's peak memory.
 MEASURE = """
     import json, time, duckdb, numpy as np, duckdb_diffusion as ddf
-    from duckdb_diffusion.runtime import BLOCK_ROWS, padded_to_block
+    from duckdb_diffusion.runtime import BLOCK_ROWS, block_pool, padded_to_block
 
     def peak_mb():
         with open("/proc/self/status") as status:
@@ -118,11 +118,17 @@ MEASURE = """
             graph_rows += len(feeds["mask"])
             block = BLOCK_ROWS[task]
             feeds = padded_to_block({{k: v for k, v in feeds.items() if k in wanted}}, block)
-            for start in range(0, len(feeds["mask"]), block):
-                part = {{k: v[start:start + block] for k, v in feeds.items()}}
-                tick = time.perf_counter()
-                session.run(["num_out", "cat_out"], part)
-                timed += time.perf_counter() - tick
+            parts = [{{k: v[start:start + block] for k, v in feeds.items()}}
+                     for start in range(0, len(feeds["mask"]), block)]
+            # As the runtime runs them: side by side on its pool, or one after another.
+            run = lambda part: session.run(["num_out", "cat_out"], part)
+            tick = time.perf_counter()
+            if model.side_by_side:
+                list(block_pool().map(run, parts))
+            else:
+                for part in parts:
+                    run(part)
+            timed += time.perf_counter() - tick
     seconds = timed if door == "graph" else time.perf_counter() - began
     print(json.dumps({{"rows": count, "graph_rows": graph_rows, "seconds": seconds,
                       "peak_mb": peak_mb()}}))

@@ -118,9 +118,7 @@ class Model:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
         # On a GPU a run is one device call: blocks go one after another, as with ``threads``.
-        self._side_by_side = (
-            self.threads == 0 and preferred_providers()[0] == "CPUExecutionProvider"
-        )
+        self.side_by_side = self.threads == 0 and preferred_providers()[0] == "CPUExecutionProvider"
 
     # -- sessions -------------------------------------------------------------------------
     def session(self, graph: str) -> ort.InferenceSession:
@@ -129,7 +127,7 @@ class Model:
                 options = ort.SessionOptions()
                 options.log_severity_level = 3
                 # Side by side: one thread a run; else ``threads`` (0: onnxruntime's choice).
-                options.intra_op_num_threads = 1 if self._side_by_side else self.threads
+                options.intra_op_num_threads = 1 if self.side_by_side else self.threads
                 providers = preferred_providers()
                 session = ort.InferenceSession(
                     self.artifact.graphs[graph], options, providers=providers
@@ -168,7 +166,7 @@ class Model:
             return session.run(["num_out", "cat_out"], part)
 
         starts = range(0, rows + -rows % block, block)
-        if self._side_by_side and len(starts) > 1:
+        if self.side_by_side and len(starts) > 1:
             outputs = list(block_pool().map(run_block, starts))
         else:
             outputs = [run_block(start) for start in starts]
