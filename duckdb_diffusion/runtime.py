@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -119,6 +119,7 @@ class Model:
         self._lock = threading.Lock()
         # On a GPU a run is one device call: blocks go one after another, as with ``threads``.
         self.side_by_side = self.threads == 0 and preferred_providers()[0] == "CPUExecutionProvider"
+        self._ahead = _Ahead()
 
     # -- sessions -------------------------------------------------------------------------
     def session(self, graph: str) -> ort.InferenceSession:
@@ -155,21 +156,33 @@ class Model:
         return self.session("impute").get_providers()[0]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self._finish(self._start(graph, feeds), feeds)
+
+    def _start(self, graph: str, feeds: dict[str, np.ndarray]) -> list[Future]:
+        """The graph's runs over ``feeds``, a block each: on the pool side by side (running
+        while the caller goes on), else run now."""
         session = self.session(graph)
-        wanted = self._inputs(graph)
-        rows = next(iter(feeds.values())).shape[0]
         block = BLOCK_ROWS[graph]
-        inputs = padded_to_block({k: feeds[k] for k in wanted}, block)
+        inputs = padded_to_block({k: feeds[k] for k in self._inputs(graph)}, block)
 
         def run_block(start: int) -> list[np.ndarray]:
             part = {k: v[start : start + block] for k, v in inputs.items()}
             return session.run(["num_out", "cat_out"], part)
 
+        rows = len(feeds["mask"])
         starts = range(0, rows + -rows % block, block)
         if self.side_by_side and len(starts) > 1:
-            outputs = list(block_pool().map(run_block, starts))
-        else:
-            outputs = [run_block(start) for start in starts]
+            return [block_pool().submit(run_block, start) for start in starts]
+        runs = []
+        for start in starts:
+            runs.append(Future())
+            runs[-1].set_result(run_block(start))
+        return runs
+
+    def _finish(self, runs: list[Future], feeds: dict[str, np.ndarray]) -> tuple:
+        """The graph's outputs for ``feeds`` once its runs (``_start``) are done."""
+        outputs = [run.result() for run in runs]
+        rows = len(feeds["mask"])
         num_out = np.concatenate([num for num, _ in outputs])[:rows]
         cat_out = np.concatenate([cat for _, cat in outputs])[:rows]
         # Every graph's cells follow the columns' dependencies, the given ones' included.
@@ -246,6 +259,10 @@ class Model:
     def sample_tokens(self, keys: np.ndarray, given: Given | None = None) -> tuple:
         """The sampler's outputs for rows keyed ``keys``: normal scores [rows, numeric] and
         level indices [rows, categorical], before decoding and before NULLs are drawn."""
+        return self._finish(*self._start_tokens(keys, given))
+
+    def _start_tokens(self, keys: np.ndarray, given: Given | None) -> tuple[list[Future], dict]:
+        """``sample_tokens`` begun: its graph runs (``_start``) and their feeds."""
         count = len(keys)
         if given is None:
             feeds = {
@@ -260,7 +277,7 @@ class Model:
             feeds = {"num": tiled.num, "cat": tiled.cat, "mask": tiled.mask}
             graph = self._sampler_graph
         feeds["noise"] = noise.normal(keys, self.width)
-        return self._run(graph, feeds)
+        return self._start(graph, feeds), feeds
 
     def _synthetic_nulls(self, num_out, cat_out, null_draws, given) -> dict[str, np.ndarray]:
         """NULL flags of the columns the missingness chain decides, from each row's sampled
@@ -295,7 +312,18 @@ class Model:
         checked values every row has: ``conditions.check_given``)."""
         count = len(ordinals)
         keys = noise.ordinal_keys(seed, ordinals)
-        num_out, cat_out = self.sample_tokens(keys, given)
+        runs = self._ahead.take(seed, ordinals) if given is None else None
+        if runs is None:
+            runs = self._start_tokens(keys, given)
+        if given is None and self.side_by_side and count > BLOCK_ROWS["synthesize"]:
+            # The rows a scan asks for next, begun now: their graph runs on the pool while
+            # this thread decodes these rows (DuckDB calls the UDF from one thread here).
+            following = ordinals[-1] + 1 + np.arange(count, dtype=np.int64)
+            self._ahead.put(
+                seed, following, self._start_tokens(noise.ordinal_keys(seed, following), None)
+            )
+        num_out, cat_out = self._finish(*runs)
+        num_out, cat_out = num_out[:count], cat_out[:count]  # begun for more rows than asked
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         chained = self._synthetic_nulls(num_out, cat_out, null_draws, given)
         values = self.encoder.decode_numeric(num_out)
@@ -330,6 +358,39 @@ class Model:
             else:
                 out.append(pa.nulls(count, field.type))
         return pa.RecordBatch.from_arrays(out, schema=self.schema)
+
+
+class _Ahead:
+    """Synthetic rows begun before they were asked for, by seed and first ordinal.
+
+    A synthesis scan asks for consecutive ranges of ordinals from one thread; starting the
+    next range's graph when a range is asked for lets the graph (on the pool) and the
+    decoding of the current rows (numpy, in the caller's thread) run at once. Rows are a
+    function of (seed, ordinal) alone, so rows begun early are the rows asked for later, and
+    a scan's last, shorter range takes the first of the rows begun for it. A few are kept;
+    one a scan never asks for is dropped when newer ones come."""
+
+    KEPT = 4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._begun: dict[tuple[int, int], tuple[list[Future], dict]] = {}
+
+    def put(self, seed: int, ordinals: np.ndarray, runs: tuple[list[Future], dict]) -> None:
+        with self._lock:
+            self._begun[seed, int(ordinals[0])] = runs
+            while len(self._begun) > self.KEPT:
+                del self._begun[next(iter(self._begun))]
+
+    def take(self, seed: int, ordinals: np.ndarray) -> tuple[list[Future], dict] | None:
+        """The runs begun for ``ordinals`` (or for more rows from the same first one)."""
+        if len(ordinals) == 0 or not bool(np.all(np.diff(ordinals) == 1)):
+            return None
+        with self._lock:
+            runs = self._begun.pop((seed, int(ordinals[0])), None)
+        if runs is not None and len(runs[1]["mask"]) < len(ordinals):
+            return None
+        return runs
 
 
 def padded_to_block(feeds: dict[str, np.ndarray], block: int) -> dict[str, np.ndarray]:

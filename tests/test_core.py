@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion.runtime import Model
 
 from .conftest import FAST, MODELLED, data_file
 
@@ -105,6 +106,21 @@ def test_synthesis_is_deterministic_across_batches(housing):
     two = pa.Table.from_batches(parts).slice(0, 700).cast(one.schema)
     assert one.equals(two)
     assert not ddf.synthesize(housing, "housing", n=700, seed=8).to_arrow_table().equals(one)
+
+
+def test_rows_begun_ahead_are_the_rows_asked_for(housing):
+    """A scan's next range is begun before it is asked for (``runtime._Ahead``): what the
+    scan gets, its last and shorter range included, is what each range gives made alone."""
+    model = ddf.load_model(housing, "housing")
+    assert model.side_by_side
+    sizes = [2048, 2048, 1500]
+    starts = [0, 2048, 4096]
+    scanned = [model.synthesize_batch(start, n, 5) for start, n in zip(starts, sizes, strict=True)]
+    assert model._ahead.take(5, np.arange(4096 + 1500, 4096 + 3000)) is not None  # begun
+    alone = Model(model.artifact)  # nothing begun: every range made when asked for
+    for start, n, batch in reversed(list(zip(starts, sizes, scanned, strict=True))):
+        assert alone.synthesize_batch(start, n, 5).equals(batch)
+    assert not scanned[0].equals(alone.synthesize_batch(0, 2048, 6))
 
 
 def test_synthesis_keeps_schema_ranges_categories_and_null_rates(housing):
