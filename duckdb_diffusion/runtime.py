@@ -312,10 +312,11 @@ class Model:
         checked values every row has: ``conditions.check_given``)."""
         count = len(ordinals)
         keys = noise.ordinal_keys(seed, ordinals)
-        runs = self._ahead.take(seed, ordinals) if given is None else None
+        ahead = given is None and self.side_by_side  # a plain scan, whose blocks run on the pool
+        runs = self._ahead.take(seed, ordinals) if ahead else None
         if runs is None:
             runs = self._start_tokens(keys, given)
-        if given is None and self.side_by_side and count > BLOCK_ROWS["synthesize"]:
+        if ahead and count > BLOCK_ROWS["synthesize"]:
             # The rows a scan asks for next, begun now: their graph runs on the pool while
             # this thread decodes these rows (DuckDB calls the UDF from one thread here).
             following = ordinals[-1] + 1 + np.arange(count, dtype=np.int64)

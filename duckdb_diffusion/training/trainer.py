@@ -145,7 +145,7 @@ def _train(
         val_rows,
         config,
         clock,
-        config.max_seconds - share * distilling,
+        config.max_seconds - share if distilling else config.max_seconds,
     )
     student, levels = None, None
     if distilling:
@@ -169,9 +169,19 @@ def _train(
     }
     # Tables under 10 rows have no held-out rows; the export check then uses training rows.
     check_rows = val_rows if len(val_rows) else fit_rows
-    model = TrainedModel(vae, denoiser, mean, std, config, metrics, check_rows, best_predictor)
-    model.trees, model.student, model.student_levels = trees, student, levels
-    return model
+    return TrainedModel(
+        vae,
+        denoiser,
+        mean,
+        std,
+        config,
+        metrics,
+        check_rows,
+        best_predictor,
+        trees,
+        student,
+        levels,
+    )
 
 
 def split_rows(rows: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
