@@ -77,9 +77,13 @@ def test_exported_trees_compute_what_scikit_learn_computes(graded):
 def test_sql_imputation_learns_a_rule_on_other_cells(graded):
     graded.execute("CREATE TABLE rules AS SELECT region, score, noise, grade FROM graded")
     summary = ddf.train(graded, "rules", **FAST)
-    assert summary["metrics"]["trees"]["rounds"]
+    chosen = summary["metrics"]["trees"]
+    assert chosen["rounds"]
     graph = onnx.load_from_string(ddf.load_model(graded, "rules").artifact.graphs["impute"])
-    assert any(n.op_type == "TreeEnsemble" for n in graph.graph.node)
+    ensembles = [n for n in graph.graph.node if n.op_type == "TreeEnsemble"]
+    kept = sum(r > 0 for r in {**chosen["rounds"], **chosen.get("kept_rounds", {})}.values())
+    numeric = [w for w in chosen.get("weights", {}).values() if w > 0]
+    assert len(ensembles) == kept + len(numeric)  # trees cut to nothing are not in it
 
     ddf.install(graded)
     filled = graded.execute(
@@ -217,3 +221,40 @@ def test_numeric_trees_export_and_impute_a_rule_through_sql():
     # the price spread is ~60: a fill that missed the rule would be off by tens
     assert np.median(np.abs(hidden[:, 0] - hidden[:, 1])) < 5.0
     con.close()
+
+
+def test_category_rounds_keep_what_the_product_needs(graded):
+    """Rounds are cut to where the product with the predictor stops gaining accuracy, and a
+    column whose trees add nothing to the predictor loses them."""
+    encoder, e = _encoded(graded)
+    sizes = encoder.category_sizes
+    rows = np.arange(len(e.num))
+    fitted, summary = trees.fit_trees(e.num, e.cat, e.mask, sizes, rows[600:], rows[:600], 30, 0)
+    grade = next(t for t in fitted if t.column == 1)
+    fitted_rounds = len(grade.classifier._predictors)
+    check = np.tile(rows[:600], 10)  # enough cells (ROUNDS_MIN_CELLS) for a cut
+    known = e.mask[check, e.num.shape[1] :] > 0
+    hidden = np.zeros_like(known)
+    hidden[:3000, 1] = known[:3000, 1]  # grade, with region given
+    hidden[3000:, 0] = known[3000:, 0]  # region, with grade given
+    cond = e.mask[check].copy()
+    cond[:, e.num.shape[1] :][hidden] = 0
+    x = trees.features(e.num[check], e.cat[check], cond)
+    truth = e.cat[check]
+    # a predictor that knows region exactly and nothing of grade
+    region = np.full((len(check), sizes[0]), -5.0, np.float32)
+    region[np.arange(len(check)), truth[:, 0]] = 5.0
+    logits = [region, np.zeros((len(check), sizes[1]), np.float32)]
+    few = slice(0, 600)  # a small table's validation cells cannot tell rounds apart
+    assert (
+        trees.category_rounds(fitted, x[few], [lg[few] for lg in logits], truth[few], hidden[few])
+        == {}
+    )
+    assert len(grade.classifier._predictors) == fitted_rounds
+    kept = trees.category_rounds(fitted, x, logits, truth, hidden)
+    assert kept["0"] == 0 and all(t.column != 0 for t in fitted)  # region: dropped
+    assert 0 < kept["1"] <= fitted_rounds and len(grade.classifier._predictors) == kept["1"]
+    # what is kept is as accurate, within the tolerance, as the rounds fitted
+    picked = trees.margins(fitted, x, sizes)[:, sizes[0] :].argmax(1)
+    accuracy = (picked == truth[:, 1])[hidden[:, 1]].mean()
+    assert accuracy > 0.95

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..settings import TrainConfig
 from .edm import Precond, denoising_loss
 from .networks import ColumnVAE, Denoiser, PointPredictor
-from .trees import ColumnTrees, blend_weights, fit_trees
+from .trees import ColumnTrees, blend_weights, category_rounds, fit_trees
 from .trees import features as tree_features
 
 VALIDATE_EVERY_STEPS = 100
@@ -39,7 +39,8 @@ VALIDATION_SAMPLES = 2048
 LR_DECAYS = 3
 LR_FACTOR = 0.3
 MIN_IMPROVEMENT = 1e-3
-BLEND_HIDE = 0.3  # share of validation cells hidden to choose the numeric trees' weights
+BLEND_HIDE = 0.3  # share of validation cells hidden to choose the trees' weights and rounds
+HIDE_DRAWS = 3  # draws of those hidden cells over the validation rows
 
 
 @dataclass
@@ -156,9 +157,9 @@ def _train(
         )
     clock.close()
     best_predictor = predictor.best()
-    if any(t.numeric for t in trees):
-        tree_metrics["weights"] = _blend_weights(
-            best_predictor, trees, num, cat, mask, latents, val_rows, config
+    if trees:
+        tree_metrics.update(
+            _choose_trees(best_predictor, trees, num, cat, mask, latents, val_rows, config)
         )
     metrics = {
         "rows": int(rows),
@@ -192,22 +193,33 @@ def split_rows(rows: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return order[:n_val], order[n_val:]
 
 
-def _blend_weights(predictor, trees, num, cat, mask, latents, val_rows, config) -> dict:
-    """Choose each numeric column's share of its trees in the imputed median on validation
-    rows with a fixed ``BLEND_HIDE`` share of their observed cells hidden: what the exported
-    graph will see when it imputes."""
+def _choose_trees(predictor, trees, num, cat, mask, latents, val_rows, config) -> dict:
+    """Choose, on validation rows with a ``BLEND_HIDE`` share of their observed cells hidden
+    (what the exported graph sees when it imputes; HIDE_DRAWS such draws, for more cells),
+    each numeric column's share of its trees in the imputed median and each category
+    column's rounds of trees; trees that would not change a value (weight 0, no rounds) are
+    dropped from ``trees``. -> the choices, for the training metrics."""
     if not len(val_rows):
         return {}
     rng = np.random.default_rng(config.seed + 2)
-    observed = mask[val_rows] > 0
+    rows = np.tile(val_rows, HIDE_DRAWS)
+    observed = mask[rows] > 0
     hidden = observed & (rng.random(observed.shape) < BLEND_HIDE)
     cond = (observed & ~hidden).astype(np.float32)
     with torch.no_grad():
         tokens = _tokens(torch.from_numpy(cond), config.latent_dim)
-        net, _ = predictor(latents[val_rows], tokens)
-    x = tree_features(num[val_rows], cat[val_rows], cond)
+        net, logits = predictor(latents[rows], tokens)
+    x = tree_features(num[rows], cat[rows], cond)
     n_numeric = num.shape[1]
-    return blend_weights(trees, x, net.numpy(), num[val_rows], hidden[:, :n_numeric])
+    chosen = {}
+    if any(t.numeric for t in trees):
+        chosen["weights"] = blend_weights(trees, x, net.numpy(), num[rows], hidden[:, :n_numeric])
+        trees[:] = [t for t in trees if not t.numeric or t.weight > 0]
+    if any(not t.numeric for t in trees):
+        chosen["kept_rounds"] = category_rounds(
+            trees, x, [lg.numpy() for lg in logits], cat[rows], hidden[:, n_numeric:]
+        )
+    return chosen
 
 
 def _fit_vae(vae, data, fit_rows, val_rows, config, clock) -> dict:

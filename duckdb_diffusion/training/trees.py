@@ -47,6 +47,12 @@ MIN_LEAF = 20
 ROUNDS_PER_CHUNK = 10
 MAX_ROUNDS = 200
 STALE_CHUNKS = 2
+# Accuracy (plus twice its standard error) a category column's trees may give up on
+# validation cells for fewer rounds (category_rounds).
+ROUNDS_TOLERANCE = 0.002
+# Fewer validation cells than this and a column's rounds are all kept (california, 5,000
+# rows: ~300 cells saw no difference between 38 and 41 rounds, yet the cut cost 0.8 points).
+ROUNDS_MIN_CELLS = 2000
 # Log-odds given to levels a column never showed in training: never predicted by the trees.
 ABSENT = -30.0
 BRANCH_LEQ = 0
@@ -134,8 +140,9 @@ def fit_trees(
             continue
         del model._predictors[best:]
         (numeric_rounds if is_numeric else rounds)[str(j)] = best
-        if any(not p.nodes[0]["is_leaf"] for trees in model._predictors for p in trees):
-            fitted.append(ColumnTrees(j, others, model, numeric=is_numeric))
+        column_trees = ColumnTrees(j, others, model, numeric=is_numeric)
+        if _splits(column_trees):
+            fitted.append(column_trees)
     summary = {"seconds": round(time.perf_counter() - started, 2), "rounds": rounds}
     if numeric:
         summary["numeric_rounds"] = numeric_rounds
@@ -192,9 +199,7 @@ def _loss(model, decision: np.ndarray, y: np.ndarray) -> float:
 def _log_loss(decision: np.ndarray, classifier, y: np.ndarray) -> float:
     """Mean negative log-likelihood of ``y``; a level the classifier never saw scores ABSENT."""
     classes = classifier.classes_
-    logits = _class_logits(decision, len(classes))
-    logits = logits - logits.max(axis=1, keepdims=True)
-    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_probs = _log_softmax(_class_logits(decision, len(classes)))
     index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
     picked = np.where(classes[index] == y, log_probs[np.arange(len(y)), index], ABSENT)
     return float(-picked.mean())
@@ -268,6 +273,59 @@ def blend_weights(trees: list[ColumnTrees], x: np.ndarray, net: np.ndarray, trut
         t.weight = float(candidates[int(np.argmin(errors))])
         chosen[str(t.column)] = round(t.weight, 2)
     return chosen
+
+
+def category_rounds(
+    trees: list[ColumnTrees], x: np.ndarray, net_logits: list, truth: np.ndarray, hidden
+) -> dict:
+    """Cut each category column's trees to the fewest rounds (none at all being a choice)
+    that are, with confidence, as accurate in the product with the point predictor as all
+    the rounds fitted, on validation cells: ``x`` the features with the ``hidden`` cells
+    removed, ``net_logits`` the predictor's logits per category column, ``truth`` the codes.
+
+    Why: the rounds were chosen by the trees' own log-loss, but the product with the
+    predictor often needs fewer, and every round is a tree per level that each imputed cell
+    walks. A cut must keep the accuracy lost plus twice its standard error (from the cells on
+    which the two disagree) within ROUNDS_TOLERANCE, on at least ROUNDS_MIN_CELLS cells.
+    Adult (48,842 rows, 20% of cells NULL): 1,929 trees -> 1,078 (numeric ones included), the
+    accuracy on its NULL cells 0.7761 -> 0.7757; a tolerance of 0.005 left 568 trees but lost
+    0.19 points there. -> {column: rounds kept}; the trees are cut in place."""
+    chosen = {}
+    for t in (t for t in trees if not t.numeric):
+        rows = hidden[:, t.column]
+        if rows.sum() < ROUNDS_MIN_CELLS:  # too few to tell rounds apart: all are kept
+            continue
+        y = truth[rows, t.column]
+        net = _log_softmax(np.asarray(net_logits[t.column])[rows])
+        start = _start_logits(t, net.shape[1])
+        classes = t.classifier.classes_.astype(int)
+        right = [net.argmax(1) == y]  # no trees
+        for decision in t.classifier.staged_decision_function(x[np.ix_(rows, t.features)]):
+            logits = np.tile(start, (len(y), 1))
+            logits[:, classes] = _class_logits(decision, len(classes))
+            right.append((net + _log_softmax(logits)).argmax(1) == y)
+        rounds = next(r for r, ok in enumerate(right) if _safe_cut(ok, right[-1]))
+        del t.classifier._predictors[rounds:]
+        chosen[str(t.column)] = rounds
+    trees[:] = [t for t in trees if t.numeric or _splits(t)]
+    return chosen
+
+
+def _safe_cut(cut: np.ndarray, full: np.ndarray) -> bool:
+    """Whether the accuracy ``cut`` loses against ``full`` (cells right or wrong), plus twice
+    its standard error, is within ROUNDS_TOLERANCE."""
+    lost = int((full & ~cut).sum()) - int((cut & ~full).sum())
+    error = np.sqrt(float((full != cut).sum()))
+    return (lost + 2 * error) / len(full) <= ROUNDS_TOLERANCE
+
+
+def _splits(t: ColumnTrees) -> bool:
+    return any(not _leaf(p) for rounds in t.classifier._predictors for p in rounds)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
 
 def trees_graph(trees: list[ColumnTrees], n_numeric: int, category_sizes: list[int]):
