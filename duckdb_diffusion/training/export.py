@@ -40,19 +40,39 @@ _EXPORT_LOCK = threading.Lock()
 
 class _LatentGraph(nn.Module):
     """What both graphs start from: the given cells' latent tokens, standardised as in
-    training, and the token mask (1 on the tokens of given cells)."""
+    training, and the token mask (1 on the tokens of given cells).
+
+    Only the mean half of each column's encoder is kept, with the standardisation folded into
+    its last weights (``(h @ w + b - mean) / std`` is ``h @ (w / std) + (b - mean) / std``),
+    and the mask reaches the tokens by broadcasting and a gather: the same values as
+    ``vae.encode`` then ``(mu - mean) / std * tokens``, without a subtraction, a division
+    and an expand over every token of the batch."""
 
     def __init__(self, model: TrainedModel):
         super().__init__()
-        self.vae = model.vae
-        self.register_buffer("mean", model.latent_mean.clone())
-        self.register_buffer("std", model.latent_std.clone())
+        self.vae = vae = model.vae
+        half = vae.latent_dim
+        mean, std = model.latent_mean.detach(), model.latent_std.detach()
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+        with torch.no_grad():
+            self.register_buffer("num_w", vae.num_out_w[:, :, :half] / std)
+            self.register_buffer("num_b", (vae.num_out_b[:, :half] - mean) / std)
+            self.register_buffer("cat_table", (vae.cat_embed.weight[:, :half] - mean) / std)
+        columns = vae.n_numeric + len(vae.category_sizes)
+        self.register_buffer("token_column", torch.arange(columns).repeat_interleave(half))
 
     def given_tokens(self, num, cat, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, _ = self.vae.encode(num, cat)
-        tokens = mask.unsqueeze(-1).expand(mu.shape).reshape(mu.shape[0], -1)
-        given = ((mu - self.mean) / self.std).reshape(tokens.shape) * tokens
-        return given, tokens
+        vae, parts = self.vae, []
+        if vae.n_numeric:
+            x = num.transpose(0, 1).unsqueeze(-1)  # [columns, batch, 1]
+            h = torch.nn.functional.silu(x * vae.num_in_w.unsqueeze(1) + vae.num_in_b.unsqueeze(1))
+            parts.append((torch.matmul(h, self.num_w) + self.num_b.unsqueeze(1)).transpose(0, 1))
+        if vae.category_sizes:
+            parts.append(torch.nn.functional.embedding(cat + vae.cat_offsets, self.cat_table))
+        z = torch.cat(parts, dim=1)  # standardised means, [batch, columns, latent_dim]
+        given = (z * mask.unsqueeze(-1)).reshape(z.shape[0], -1)
+        return given, mask[:, self.token_column]
 
 
 class PointGraph(_LatentGraph):
@@ -83,12 +103,10 @@ class PointGraph(_LatentGraph):
         outputs = dict(zip(self.tree_inputs, tree_outputs, strict=True))
         if trees.MEDIANS in outputs:
             medians = medians + self.tree_weights * (outputs[trees.MEDIANS] - medians)
-        if trees.MARGINS in outputs:
+        if trees.MARGINS in outputs:  # the product's mode: log-probabilities add, and the
+            # normalisers (one per row) do not move an argmax, so the logits add
             parts = outputs[trees.MARGINS].split(self.sizes, dim=-1)
-            logits = [
-                torch.log_softmax(net, -1) + torch.log_softmax(tree, -1)
-                for net, tree in zip(logits, parts, strict=True)
-            ]
+            logits = [net + tree for net, tree in zip(logits, parts, strict=True)]
         if logits:
             modes = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
         else:
