@@ -10,9 +10,10 @@ probabilities (a product of experts: their log-probabilities add), they beat bot
 One scikit-learn ``HistGradientBoostingClassifier`` per categorical column learns that
 column from every other cell of the row. Unobserved cells are NaN, which the trees route
 with learned defaults, so one model serves every pattern of missing cells. Category codes
-are categorical features (set splits; see ``trees_graph`` for their export). The number of boosting
-rounds is chosen on the validation rows; training stops when its share of the budget is
-spent.
+are categorical features (set splits; ``trees_graph`` says how they are exported). The number
+of boosting rounds is chosen on the validation rows; training stops when its share of the
+budget is spent. Once the point predictor is trained, each column's rounds are cut to what
+the product with it needs (``category_rounds``): every round is a tree per level to walk.
 
 Numeric cells get the same treatment with absolute-error regressors (their optimum is the
 median, as the point predictor's): the imputed value is a blend of the predictor's median and
