@@ -123,7 +123,12 @@ class PointGraph(_LatentGraph):
 class SampleGraph(_LatentGraph):
     """synthesize: one draw from the diffusion posterior of the cells whose mask is 0, given
     the cells whose mask is 1. An all-zero mask makes a synthetic row; a row's observation
-    mask makes one random imputation of it (``draws >= 1``)."""
+    mask makes one random imputation of it (``draws >= 1``).
+
+    The decoder's first layer takes the standardised tokens as they come from the sampler:
+    un-standardising (``x * std + mean``) and its bias are folded into one product,
+    ``[x, 1] @ [std * w; mean @ w + b]`` (a broadcast add over every hidden unit of the batch
+    cost more than the product in onnxruntime); then the decoder's heads, as ``vae.decode``."""
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
@@ -134,12 +139,26 @@ class SampleGraph(_LatentGraph):
         else:
             self.denoiser, self.sampler = model.denoiser, sample
             self.sigmas = karras_sigmas(model.config.sampling_steps)
+        vae = self.vae
+        with torch.no_grad():
+            w = vae.dec_w1 * self.std.view(1, -1, 1)  # [columns, latent_dim, hidden]
+            b = vae.dec_b1 + torch.einsum("l,clh->ch", self.mean, vae.dec_w1)
+            self.register_buffer("dec_in", torch.cat([w, b.unsqueeze(1)], dim=1))
 
     def forward(self, num, cat, mask, noise):
         given, tokens = self.given_tokens(num, cat, mask)
         x = self.sampler(self.denoiser, noise, given, tokens, self.sigmas)
-        z = x.reshape(x.shape[0], -1, self.latent_dim) * self.std + self.mean
-        return self.vae.decode_values(z)
+        x = x.reshape(x.shape[0], -1, self.latent_dim).transpose(0, 1)  # [columns, batch, dim]
+        x = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+        h = torch.nn.functional.silu(torch.matmul(x, self.dec_in))  # [columns, batch, hidden]
+        vae = self.vae
+        n = vae.n_numeric
+        values = torch.matmul(h[:n], vae.dec_num_w) + vae.dec_num_b.unsqueeze(1)
+        values = values.squeeze(-1).transpose(0, 1)
+        if vae.dec_cat:
+            levels = [head(h[n + j]).argmax(dim=-1) for j, head in enumerate(vae.dec_cat)]
+            return values, torch.stack(levels, dim=1)
+        return values, torch.zeros(values.shape[0], 0, dtype=torch.int64, device=values.device)
 
 
 GRAPH_MODULES = {"impute": PointGraph, "synthesize": SampleGraph}

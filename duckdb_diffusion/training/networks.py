@@ -76,15 +76,6 @@ class ColumnVAE(nn.Module):
         logits = [head(h[self.n_numeric + j]) for j, head in enumerate(self.dec_cat)]
         return num, logits
 
-    def decode_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens -> numeric values and the most likely level of each categorical column."""
-        num, logits = self.decode(z)
-        if logits:
-            cat = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
-        else:
-            cat = torch.zeros(z.shape[0], 0, dtype=torch.int64, device=z.device)
-        return num, cat
-
 
 class Denoiser(nn.Module):
     """F(x, mask, c_noise): an MLP with residual blocks over one row's flattened tokens."""
