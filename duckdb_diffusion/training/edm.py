@@ -89,6 +89,17 @@ def _level(sigma: float) -> torch.Tensor:
     return torch.full((1, 1), sigma)
 
 
+def _start(denoise: Precond, noise, given, mask, sigma_max: float):
+    """Every sampler's first state and the denoiser's context of the given tokens: noise at
+    the top level on the tokens to draw, the given tokens as they are."""
+    return noise * sigma_max * (1.0 - mask) + given * mask, denoise.context(given, mask)
+
+
+def _keep_given(x: torch.Tensor, given: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A draw with the given tokens put back exactly."""
+    return x * (1.0 - mask) + given * mask
+
+
 def heun_sample(
     denoise: Precond,
     noise: torch.Tensor,
@@ -97,8 +108,7 @@ def heun_sample(
     sigmas: list[float],
 ) -> torch.Tensor:
     """EDM Algorithm 1 (deterministic Heun; Euler on the last step), written to unroll cleanly."""
-    x = noise * sigmas[0] * (1.0 - mask) + given * mask
-    context = denoise.context(given, mask)
+    x, context = _start(denoise, noise, given, mask, sigmas[0])
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         s = _level(sigma)
         d = (x - denoise(x, s, given, mask, context)) / sigma
@@ -108,7 +118,7 @@ def heun_sample(
             d_next = (x_next - denoise(x_next, s_next, given, mask, context)) / sigma_next
             x_next = x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
         x = x_next
-    return x * (1.0 - mask) + given * mask
+    return _keep_given(x, given, mask)
 
 
 def dpm_solver_2m(
@@ -133,8 +143,7 @@ def dpm_solver_2m_path(
 ) -> list[torch.Tensor]:
     """``dpm_solver_2m``'s state at every level of ``sigmas``, the last being its draw: the
     trajectory a distilled sampler (distil.py) learns to follow in fewer steps."""
-    x = noise * sigmas[0] * (1.0 - mask) + given * mask
-    context = denoise.context(given, mask)
+    x, context = _start(denoise, noise, given, mask, sigmas[0])
     path, previous = [x], None
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         denoised = denoise(x, _level(sigma), given, mask, context)
@@ -149,7 +158,7 @@ def dpm_solver_2m_path(
         x = (sigma_next / sigma) * x - math.expm1(-h) * estimate
         path.append(x)
         previous = denoised
-    path[-1] = path[-1] * (1.0 - mask) + given * mask
+    path[-1] = _keep_given(path[-1], given, mask)
     return path
 
 
@@ -164,12 +173,11 @@ def ddim_sample(
     next level along the line to the denoised estimate. A distilled denoiser is trained for
     exactly this step between exactly these levels (distil.py), so each of its steps stands
     for several of the teacher's."""
-    x = noise * sigmas[0] * (1.0 - mask) + given * mask
-    context = denoise.context(given, mask)
+    x, context = _start(denoise, noise, given, mask, sigmas[0])
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         denoised = denoise(x, _level(sigma), given, mask, context)
         x = (sigma_next / sigma) * x + (1.0 - sigma_next / sigma) * denoised
-    return x * (1.0 - mask) + given * mask
+    return _keep_given(x, given, mask)
 
 
 def denoising_loss(
