@@ -21,6 +21,7 @@ file as they come, so an interrupted run resumes where it stopped. Run from the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,9 @@ DATA = ROOT / ".." / "shared" / "data"
 PEERS = ROOT / "benchmarks" / "peers"
 TARGETS = {"california": "median_house_value", "adult": "income", "default": "label"}
 OURS = "duckdb-diffusion"
+# --float-too: the same trained model of ours again with its float graphs only (where the
+# runtime would run its 8-bit copies), to price the 8-bit products on the same weights.
+OURS_FLOAT = "duckdb-diffusion, float products"
 # Which environment runs each peer: None is this interpreter (scikit-learn is a dev extra).
 IMPUTERS = {
     "knn": None,
@@ -75,6 +79,7 @@ LABELS = {
     "ctgan": "SDV CTGAN",
     "tvae": "SDV TVAE",
     OURS: OURS,
+    OURS_FLOAT: OURS_FLOAT,
 }
 
 
@@ -189,20 +194,24 @@ def imputation_runs(dataset, truth, mechanism, seed, config, envs, results, work
             print(f"{dataset} {mechanism} mask {seed} {method}: failed: {error}", flush=True)
             continue
         seconds = time.perf_counter() - start
-        for side, filled in fills.items():
-            true, _, cells = sides[side]
-            scores = metrics.imputation_scores(true, filled, cells, numeric, categorical)
-            constant = constant_fill(filled, cells, numeric)
-            results.add(
-                {
-                    **key,
-                    "method": method,
-                    "side": side,
-                    "s": seconds,
-                    **scores,
-                    "constant_fill": constant,
-                }
-            )
+        variants = {method: fills}
+        if method == OURS and config.get("float_too"):
+            variants = {OURS: fills[OURS], OURS_FLOAT: fills[OURS_FLOAT]}
+        for name, filled_sides in variants.items():
+            for side, filled in filled_sides.items():
+                true, _, cells = sides[side]
+                scores = metrics.imputation_scores(true, filled, cells, numeric, categorical)
+                constant = constant_fill(filled, cells, numeric)
+                results.add(
+                    {
+                        **key,
+                        "method": name,
+                        "side": side,
+                        "s": seconds,
+                        **scores,
+                        "constant_fill": constant,
+                    }
+                )
         print(f"{dataset} {mechanism} mask {seed} {method}: {seconds:.1f} s", flush=True)
 
 
@@ -229,10 +238,17 @@ def impute_with(method, sides, numeric, categorical, config, envs, work) -> dict
             progress=False,
             **config["settings"],
         )
-        out = {
-            "in-sample": ddf.impute(con, "train_rows").to_arrow_table(),
-            "held-out": ddf.impute(con, "test_rows", model="train_rows").to_arrow_table(),
-        }
+
+        def fill():
+            return {
+                "in-sample": ddf.impute(con, "train_rows").to_arrow_table(),
+                "held-out": ddf.impute(con, "test_rows", model="train_rows").to_arrow_table(),
+            }
+
+        out = fill()
+        if config.get("float_too"):
+            with float_graphs():
+                out = {OURS: out, OURS_FLOAT: fill()}
         con.close()
         return out
     python = envs.python(IMPUTERS[method])
@@ -250,6 +266,24 @@ def impute_with(method, sides, numeric, categorical, config, envs, work) -> dict
         "in-sample": pq.read_table(files["out-train"]),
         "held-out": pq.read_table(files["out-test"]),
     }
+
+
+@contextlib.contextmanager
+def float_graphs():
+    """Models loaded inside run their float graphs (``DUCKDB_DIFFUSION_INT8=0``)."""
+    from duckdb_diffusion.loading import MODELS
+
+    before = os.environ.get("DUCKDB_DIFFUSION_INT8")
+    os.environ["DUCKDB_DIFFUSION_INT8"] = "0"
+    MODELS.clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["DUCKDB_DIFFUSION_INT8"]
+        else:
+            os.environ["DUCKDB_DIFFUSION_INT8"] = before
+        MODELS.clear()
 
 
 def constant_fill(filled, hidden: dict, numeric: list[str]) -> bool:
@@ -421,6 +455,7 @@ SHORT = {
     "miceforest": "miceforest",
     "tabularargn": "TabularARGN",
     OURS: "**ours**",
+    OURS_FLOAT: "ours, float",
 }
 
 
@@ -538,6 +573,11 @@ def main() -> None:
     parser.add_argument(
         "--settings", default="{}", help="our other training settings, JSON: '{\"width\": 256}'"
     )
+    parser.add_argument(
+        "--float-too",
+        action="store_true",
+        help="imputation: ours also with float graphs only, on the same trained model",
+    )
     parser.add_argument("--skip", help="comma-separated peers to leave out, e.g. hyperimpute")
     parser.add_argument("--peer-timeout", type=float, help="seconds before a peer is given up")
     parser.add_argument("--venvs", type=Path, default=ROOT / "benchmarks" / ".venvs")
@@ -560,6 +600,8 @@ def main() -> None:
         config["skip"] = {m: "left out by --skip" for m in args.skip.split(",")}
     if args.mechanisms:
         config["mechanisms"] = args.mechanisms.split(",")
+    if args.float_too:
+        config["float_too"] = True
     if args.rows:
         config["synth_rows"] = 0
     results_dir = ROOT / "benchmarks" / "results"

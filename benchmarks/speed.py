@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion.runtime import int8_is_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -348,6 +350,11 @@ def main() -> None:
     run = {"provenance": provenance({**config, "training": settings}), "peak_flops": peak}
     run["provenance"]["command"] = " ".join(sys.argv)
     run["provenance"]["versions"]["onnxruntime_device"] = ort.get_device()
+    # Which graphs ran: the 8-bit copies where the CPU multiplies them exactly, unless told.
+    run["provenance"]["int8"] = {
+        "DUCKDB_DIFFUSION_INT8": os.environ.get("DUCKDB_DIFFUSION_INT8", "auto"),
+        "exact_on_this_cpu": int8_is_exact(),
+    }
     run["results"] = []
     args.results.mkdir(parents=True, exist_ok=True)
     record = args.results / f"speed-{time.strftime('%Y-%m-%d-%H%M')}.json"

@@ -17,6 +17,14 @@ import pyarrow as pa
 
 FORMAT_VERSION = 1
 GRAPHS = ("impute", "synthesize")
+# Optional: each graph with its matrix products in 8 bits (``training.export.quantized``),
+# run instead of the float one where that is exact and faster (``runtime.int8_is_exact``).
+# Models stored before them, or trained with ``int8=False``, have none.
+INT8_GRAPHS = tuple(f"{name}_int8" for name in GRAPHS)
+
+
+def int8_name(graph: str) -> str:
+    return f"{graph}_int8"
 
 
 class ArtifactError(ValueError):
@@ -38,8 +46,10 @@ class Artifact:
     @classmethod
     def create(cls, spec: dict, graphs: dict[str, bytes]) -> Artifact:
         spec = dict(spec)
+        graphs = {name: data for name, data in graphs.items() if data is not None}
         spec["format_version"] = FORMAT_VERSION
-        spec["graphs"] = {name: _digest(graphs[name]) for name in GRAPHS}
+        stored = [name for name in (*GRAPHS, *INT8_GRAPHS) if name in graphs]
+        spec["graphs"] = {name: _digest(graphs[name]) for name in stored}
         artifact = cls(spec, dict(graphs))
         artifact.digest = _digest(artifact.spec_json().encode())
         return artifact
@@ -62,16 +72,18 @@ class Artifact:
                 f"model {where} was written by a newer duckdb-diffusion (format {version}; this "
                 f"one reads up to {FORMAT_VERSION}): upgrade duckdb-diffusion or retrain the model"
             )
-        for name in GRAPHS:
+        expected_graphs = spec.get("graphs", {})
+        for name in (*GRAPHS, *(n for n in INT8_GRAPHS if n in expected_graphs)):
             data = graphs.get(name)
-            expected = spec.get("graphs", {}).get(name)
+            expected = expected_graphs.get(name)
             if data is None or expected is None or _digest(data) != expected:
                 raise ArtifactError(
                     f"model {where}: its {name} graph is missing or damaged (checksum mismatch); "
                     f"retrain it"
                 )
         text = spec_json if isinstance(spec_json, bytes) else spec_json.encode()
-        return cls(spec, graphs, _digest(text))
+        kept = {name: graphs[name] for name in (*GRAPHS, *INT8_GRAPHS) if name in expected_graphs}
+        return cls(spec, kept, _digest(text))
 
 
 def spec_columns(spec_json: str, where: str) -> list[dict]:

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import duckdb
 
-from .artifact import GRAPHS, Artifact, ArtifactError, spec_columns
+from .artifact import GRAPHS, INT8_GRAPHS, Artifact, ArtifactError, spec_columns
 
 SCHEMA = "duckdb_diffusion"
 TABLE = f"{SCHEMA}.models"
 SAVE_ATTEMPTS = 5
+# One BLOB column per graph; tables made before the 8-bit graphs gain their columns when a
+# model is next saved, and read as models without them until then.
+GRAPH_COLUMNS = {name: f"{name}_graph" for name in (*GRAPHS, *INT8_GRAPHS)}
 
 
 class ModelNotFoundError(LookupError):
@@ -49,6 +52,14 @@ class DatabaseRegistry:
             [SCHEMA],
         ).fetchall()
         return bool(rows)
+
+    def _columns_present(self, cur) -> set[str]:
+        rows = cur.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND "
+            "table_name = 'models' AND database_name = current_database()",
+            [SCHEMA],
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def check_writable(self) -> None:
         """Fail before training, not after it, when the model could not be stored."""
@@ -88,14 +99,28 @@ class DatabaseRegistry:
             cur.execute("BEGIN TRANSACTION")
             try:
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                blobs = ", ".join(f"{column} BLOB" for column in GRAPH_COLUMNS.values())
                 cur.execute(
                     f"CREATE TABLE IF NOT EXISTS {TABLE} (name VARCHAR PRIMARY KEY, "
-                    "created_at TIMESTAMP, spec JSON, impute_graph BLOB, synthesize_graph BLOB)"
+                    f"created_at TIMESTAMP, spec JSON, {blobs})"
                 )
+                present = self._columns_present(cur)
+                for column in GRAPH_COLUMNS.values():
+                    if column not in present:
+                        cur.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} BLOB")
                 cur.execute(f"DELETE FROM {TABLE} WHERE name = ?", [artifact.name])
+                columns = ", ".join(GRAPH_COLUMNS.values())
                 cur.execute(
-                    f"INSERT INTO {TABLE} VALUES (?, now()::TIMESTAMP, ?, ?, ?)",
-                    [artifact.name, artifact.spec_json(), *(artifact.graphs[g] for g in GRAPHS)],
+                    f"INSERT INTO {TABLE} (name, created_at, spec, {columns}) "
+                    f"VALUES (?, now()::TIMESTAMP, ?{', ?' * len(GRAPH_COLUMNS)})",
+                    [
+                        artifact.name,
+                        artifact.spec_json(),
+                        *(
+                            artifact.graphs[g] if g in artifact.graphs else None
+                            for g in GRAPH_COLUMNS
+                        ),
+                    ],
                 )
                 cur.execute("COMMIT")
             except BaseException:
@@ -110,16 +135,18 @@ class DatabaseRegistry:
         try:
             if not self._exists(cur):
                 raise ModelNotFoundError(name)
+            present = self._columns_present(cur)
+            stored = [g for g, column in GRAPH_COLUMNS.items() if column in present]
+            columns = ", ".join(GRAPH_COLUMNS[g] for g in stored)
             rows = cur.execute(
-                f"SELECT spec::VARCHAR, impute_graph, synthesize_graph FROM {TABLE} WHERE name = ?",
-                [name],
+                f"SELECT spec::VARCHAR, {columns} FROM {TABLE} WHERE name = ?", [name]
             ).fetchall()
         finally:
             cur.close()
         if not rows:
             raise ModelNotFoundError(name)
         spec, *graphs = rows[0]
-        return Artifact.parse(spec, dict(zip(GRAPHS, graphs, strict=True)), f"{name!r} in {TABLE}")
+        return Artifact.parse(spec, dict(zip(stored, graphs, strict=True)), f"{name!r} in {TABLE}")
 
     def columns(self, name: str) -> list[dict]:
         """The model's column specs, read without its graphs (what ``install`` needs)."""
@@ -190,8 +217,9 @@ class DirectoryRegistry:
         folder.mkdir(exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         (staging / "spec.json").write_text(artifact.spec_json())
-        for graph in GRAPHS:
-            (staging / f"{graph}.onnx").write_bytes(artifact.graphs[graph])
+        for graph in (*GRAPHS, *INT8_GRAPHS):
+            if graph in artifact.graphs:
+                (staging / f"{graph}.onnx").write_bytes(artifact.graphs[graph])
         _sync_folder(staging)
         version = f"v{time.time_ns():020d}-{os.getpid()}-{staging.name[-8:]}"
         os.rename(staging, folder / version)
@@ -213,7 +241,7 @@ class DirectoryRegistry:
             try:
                 spec = (folder / version / "spec.json").read_text()
                 graphs = {}
-                for graph in GRAPHS:
+                for graph in (*GRAPHS, *INT8_GRAPHS):
                     file = folder / version / f"{graph}.onnx"
                     if file.is_file():
                         graphs[graph] = file.read_bytes()

@@ -12,6 +12,7 @@ load) and reported by ``Model.provider``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import noise
-from .artifact import Artifact, decode_schema
+from .artifact import Artifact, decode_schema, int8_name
 from .conditions import Given
 from .dependencies import Dependencies
 from .encoding import Encoder, fill_nulls, to_arrow
@@ -95,15 +96,55 @@ def preferred_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+# CPU flags of the instructions onnxruntime multiplies signed 8-bit weights with in 32-bit
+# sums (VNNI, AMX). Without them (plain AVX2 / AVX-512BW) its kernels add pairs of products
+# in 16 bits, which saturate on large inputs and weights: no 8-bit graph runs there.
+EXACT_INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+@functools.cache
+def int8_is_exact() -> bool:
+    """Whether this CPU multiplies 8-bit products exactly (x86 VNNI or AMX, from
+    /proc/cpuinfo; False where that cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return bool(EXACT_INT8_FLAGS & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def chosen_int8(setting: str | None) -> bool:
+    """Whether to run the 8-bit graphs a model stores: ``setting`` (None: the
+    ``DUCKDB_DIFFUSION_INT8`` variable) "auto" (the default) where the CPU multiplies them
+    exactly and the graphs run on it, not on a GPU; "0" never; "1" wherever stored."""
+    value = os.environ.get("DUCKDB_DIFFUSION_INT8", "auto") if setting is None else setting
+    value = str(value).strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value != "auto":
+        raise ValueError(
+            f"DUCKDB_DIFFUSION_INT8={value!r}: use auto (8-bit graphs where the CPU multiplies "
+            f"them exactly), 0 (float graphs only) or 1 (8-bit graphs wherever stored)"
+        )
+    return preferred_providers()[0] == "CPUExecutionProvider" and int8_is_exact()
+
+
 class Model:
-    def __init__(self, artifact: Artifact, threads: int | None = None):
+    def __init__(self, artifact: Artifact, threads: int | None = None, int8: str | None = None):
         """``threads``: onnxruntime's intra-op threads, the blocks of a batch run one after
         another (None: ``DUCKDB_DIFFUSION_THREADS``; 0, the default there: every core, a block
-        on each, ``block_pool``). A Spark task or Ray actor sets it to the cores it was given."""
+        on each, ``block_pool``). A Spark task or Ray actor sets it to the cores it was given.
+        ``int8``: whether the 8-bit graphs run where the model has them (``chosen_int8``)."""
         self.artifact = artifact
         self.threads = (
             int(os.environ.get("DUCKDB_DIFFUSION_THREADS", "0")) if threads is None else threads
         )
+        self.int8 = chosen_int8(int8)
         self.spec = artifact.spec
         self.name = artifact.name
         self.columns = [ColumnSpec.from_json(c) for c in self.spec["columns"]]
@@ -130,16 +171,22 @@ class Model:
                 # Side by side: one thread a run; else ``threads`` (0: onnxruntime's choice).
                 options.intra_op_num_threads = 1 if self.side_by_side else self.threads
                 providers = preferred_providers()
+                runs = self.stored_graph(graph)
                 session = ort.InferenceSession(
-                    self.artifact.graphs[graph], options, providers=providers
+                    self.artifact.graphs[runs], options, providers=providers
                 )
                 self._sessions[graph] = session
                 # onnxruntime-gpu lists CUDA even where it cannot load: read back what runs.
                 running = session.get_providers()[0]
                 if running != providers[0]:
                     log.warning("model %r: %s unusable, using %s", self.name, providers[0], running)
-                log.info("model %r: %s graph runs on %s", self.name, graph, running)
+                log.info("model %r: %s graph (%s) runs on %s", self.name, graph, runs, running)
             return self._sessions[graph]
+
+    def stored_graph(self, graph: str) -> str:
+        """Which stored graph runs as ``graph``: its 8-bit copy where chosen and stored."""
+        eight = int8_name(graph)
+        return eight if self.int8 and eight in self.artifact.graphs else graph
 
     def _inputs(self, graph: str) -> list[str]:
         return [i.name for i in self.session(graph).get_inputs()]

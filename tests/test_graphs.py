@@ -136,31 +136,122 @@ def test_cuda_that_cannot_load_falls_back_to_cpu_and_says_so(housing, monkeypatc
     assert filled.column("total_bedrooms").null_count == 0
 
 
-def test_int8_sampler_through_sql_stores_8_bit_products_and_keeps_the_columns(housing):
-    """``int8``: the stored synthesis graph multiplies in 8 bits (its export check held it to
-    the float graph's distribution), and its rows still follow the table's columns."""
+def test_int8_graphs_stored_beside_float_ones_and_chosen_through_sql(housing, monkeypatch):
+    """``int8`` (the default): beside each float graph the model stores a copy with 8-bit
+    products (its export check held it to the float graph's distribution); the SQL door runs
+    it where ``DUCKDB_DIFFUSION_INT8`` chooses it, close to the float graph's results, and
+    never on the float graph's behalf where it is turned off."""
+    from duckdb_diffusion.loading import MODELS
+
     con = duckdb.connect()
     ddf.install(con)
     table = housing.sql("SELECT * EXCLUDE (house_id) FROM housing").to_arrow_table()
     con.register("view", table)
     con.execute("CREATE TABLE h AS SELECT * FROM view")
-    settings = json.dumps({**FAST, "int8": True})
-    con.execute("SELECT * FROM train_latent_diffusion('h', settings := ?)", [settings]).fetchall()
-    model = ddf.load_model(con, "h")
-    ops = {n.op_type for n in onnx.load_from_string(model.artifact.graphs["synthesize"]).graph.node}
-    assert "MatMulInteger" in ops and "Gemm" not in ops
-    impute_ops = {
-        n.op_type for n in onnx.load_from_string(model.artifact.graphs["impute"]).graph.node
-    }
-    assert "MatMulInteger" not in impute_ops  # imputation keeps float products
+    con.execute("SELECT * FROM train_latent_diffusion('h', settings := ?)", [json.dumps(FAST)])
+    graphs = ddf.load_model(con, "h").artifact.graphs
+    assert set(graphs) == {"impute", "synthesize", "impute_int8", "synthesize_int8"}
+    for name in ("impute", "synthesize"):
+        float_ops = {n.op_type for n in onnx.load_from_string(graphs[name]).graph.node}
+        int8_ops = {n.op_type for n in onnx.load_from_string(graphs[f"{name}_int8"]).graph.node}
+        assert "QuantizeLinear" not in float_ops and "QuantizeLinear" in int8_ops
+        eight = onnx.load_from_string(graphs[f"{name}_int8"]).graph.initializer
+        assert any(w.data_type == TensorProto.INT8 for w in eight)
+    # fixed input ranges: a row's outputs do not depend on the rows beside it in its block
+    model = Model(ddf.load_model(con, "h").artifact, int8="1")
+    rng = np.random.default_rng(0)
+    encoded = model.encoder.encode(table.to_batches()[0])
+    rows = rng.choice(len(encoded.mask), 1024)
+    feeds = {"num": encoded.num[rows], "cat": encoded.cat[rows], "mask": encoded.mask[rows] * 0}
+    feeds["noise"] = rng.standard_normal((1024, model.width)).astype(np.float32)
+    session = model.session("synthesize")
+    alone = session.run(None, feeds)
+    shuffled = np.r_[np.arange(10), 10 + rng.permutation(1014)]
+    beside = session.run(None, {k: v[shuffled] for k, v in feeds.items()})
+    assert np.array_equal(alone[0][:10], beside[0][:10])
     listing = con.execute("SELECT metrics FROM latent_diffusion_models() WHERE name = 'h'")
-    check = json.loads(listing.fetchall()[0][0])["onnx_check"]["synthesize"]
-    assert check["median_abs_diff"] < 0.05
-    rows = con.sql("SELECT * FROM synthesize_rows('h', 2000, seed := 3)").to_arrow_table()
-    assert rows.num_rows == 2000 and rows.schema.names == table.schema.names
-    real, made = table.column("median_income").to_numpy(False), rows.column("median_income")
-    made = made.drop_null().to_numpy()
+    check = json.loads(listing.fetchall()[0][0])["onnx_check"]
+    assert check["impute_int8"]["median_abs_diff"] < 0.05
+    assert check["synthesize_int8"]["category_agreement"] >= 0.95
+
+    def run(setting: str):
+        monkeypatch.setenv("DUCKDB_DIFFUSION_INT8", setting)
+        MODELS.clear()
+        model = ddf.load_model(con, "h")
+        ran = {g: model.stored_graph(g) for g in ("impute", "synthesize")}
+        filled = con.sql("SELECT * FROM impute_latent_diffusion('h')").to_arrow_table()
+        made = con.sql("SELECT * FROM synthesize_rows('h', 2000, seed := 3)").to_arrow_table()
+        return ran, filled, made
+
+    MODELS.clear()
+    (ran8, filled8, made8), (ran32, filled32, made32) = run("1"), run("0")
+    assert ran8 == {"impute": "impute_int8", "synthesize": "synthesize_int8"}
+    assert ran32 == {"impute": "impute", "synthesize": "synthesize"}
+    assert filled8.schema == filled32.schema == table.schema
+    assert made8.num_rows == 2000 and made8.schema.names == table.schema.names
+    # the same observed cells; the filled ones close to the float graph's
+    observed = ~np.isnan(table.column("total_bedrooms").to_numpy(False))
+    for filled in (filled8, filled32):
+        column = filled.column("total_bedrooms").to_numpy(False)
+        assert np.array_equal(
+            column[observed], table.column("total_bedrooms").to_numpy(False)[observed]
+        )
+    gap = np.abs(
+        filled8.column("median_income").to_numpy(False)
+        - filled32.column("median_income").to_numpy(False)
+    )
+    spread = np.nanstd(table.column("median_income").to_numpy(False))
+    assert (gap > 0).any() and np.median(gap[gap > 0]) < 0.05 * spread
+    made = made8.column("median_income").drop_null().to_numpy()
+    real = table.column("median_income").to_numpy(False)
     real = real[~np.isnan(real)]
     assert abs(np.median(made) - np.median(real)) < 0.25 * np.std(real)
     levels = set(table.column("ocean_proximity").drop_null().to_pylist())
-    assert set(rows.column("ocean_proximity").drop_null().to_pylist()) <= levels
+    assert set(made8.column("ocean_proximity").drop_null().to_pylist()) <= levels
+    # the same noise through both graphs: mostly the same rows
+    same = made8.column("ocean_proximity").to_numpy(False) == made32.column(
+        "ocean_proximity"
+    ).to_numpy(False)
+    assert 0.8 < same.mean()
+    monkeypatch.setenv("DUCKDB_DIFFUSION_INT8", "sometimes")
+    with pytest.raises(ValueError, match="DUCKDB_DIFFUSION_INT8='sometimes'"):
+        Model(ddf.load_model(con, "h").artifact)
+    MODELS.clear()
+
+
+def test_a_models_table_from_before_the_8_bit_graphs_still_loads_and_gains_them(
+    tmp_path, housing, monkeypatch
+):
+    """A database whose models table has only the two float graph columns (written before the
+    8-bit copies): its models load and run in float even where 8-bit is asked for, and the
+    next save adds the columns, keeping the older models as they were."""
+    monkeypatch.setenv("DUCKDB_DIFFUSION_INT8", "1")
+    stored = ddf.load_model(housing, "housing").artifact
+    spec = {k: v for k, v in stored.spec.items() if k != "graphs"}
+    floats = {g: stored.graphs[g] for g in ("impute", "synthesize")}
+    old = Artifact.create({**spec, "name": "old"}, floats)
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("CREATE SCHEMA duckdb_diffusion")
+    con.execute(
+        "CREATE TABLE duckdb_diffusion.models (name VARCHAR PRIMARY KEY, created_at TIMESTAMP, "
+        "spec JSON, impute_graph BLOB, synthesize_graph BLOB)"
+    )
+    con.execute(
+        "INSERT INTO duckdb_diffusion.models VALUES (?, now()::TIMESTAMP, ?, ?, ?)",
+        [old.name, old.spec_json(), floats["impute"], floats["synthesize"]],
+    )
+    rows = housing.sql("SELECT * FROM housing").to_arrow_table()
+    con.register("rows_view", rows)
+    con.execute("CREATE TABLE housing AS SELECT * FROM rows_view")
+    ddf.install(con)
+    model = ddf.load_model(con, "old")
+    assert model.int8 and model.stored_graph("impute") == "impute"
+    query = "SELECT * FROM impute_latent_diffusion('housing', model := 'old')"
+    before = con.sql(query).to_arrow_table()
+    assert before.column("total_bedrooms").null_count == 0
+
+    DatabaseRegistry(con).save(Artifact.create({**spec, "name": "new"}, stored.graphs))
+    columns = {r[0] for r in con.execute("DESCRIBE duckdb_diffusion.models").fetchall()}
+    assert {"impute_int8_graph", "synthesize_int8_graph"} <= columns
+    assert ddf.load_model(con, "new").stored_graph("synthesize") == "synthesize_int8"
+    assert con.sql(query).to_arrow_table().equals(before)

@@ -18,7 +18,7 @@ from ..runtime import Model
 from ..schema import CATEGORICAL, PASSTHROUGH, ColumnSpec
 from ..settings import TrainConfig
 from .dequantize import dequantized
-from .export import OPSET, check_agreement, export_graphs
+from .export import CALIBRATION_ROWS, OPSET, check_agreement, export_graphs
 from .missingness import calibrate_missingness, fit_missingness
 from .trainer import train
 
@@ -66,8 +66,10 @@ def fit_artifact(
     num = dequantized(encoder, table, encoded, config.seed)
     trained = train(num, encoded.cat, encoded.mask, encoder.category_sizes, config)
     check = trained.validation_rows[:CHECK_ROWS]
+    # A private model's 8-bit copies would need ranges read off its rows: it has none.
+    calibration = None if private else calibration_rows(encoded, trained.validation_rows, config)
     graphs, agreement = export_checked(
-        trained, encoded.num.shape[1], encoder.category_sizes, encoded, check
+        trained, encoded.num.shape[1], encoder.category_sizes, encoded, check, calibration
     )
     metrics = {
         **trained.metrics,
@@ -100,7 +102,20 @@ def fit_artifact(
     )
 
 
-def export_checked(trained, n_numeric: int, sizes: list[int], encoded, check) -> tuple:
+def calibration_rows(encoded, validation_rows: np.ndarray, config) -> dict[str, np.ndarray]:
+    """Up to ``CALIBRATION_ROWS`` training rows (not the validation rows the graphs are
+    checked and scored on), seeded: what fixes the 8-bit graphs' input ranges."""
+    rows = np.setdiff1d(np.arange(len(encoded.mask)), validation_rows)
+    if len(rows) == 0:
+        rows = np.arange(len(encoded.mask))
+    rng = np.random.default_rng([config.seed, 7])
+    rows = np.sort(rng.permutation(rows)[:CALIBRATION_ROWS])
+    return {"num": encoded.num[rows], "cat": encoded.cat[rows], "mask": encoded.mask[rows]}
+
+
+def export_checked(
+    trained, n_numeric: int, sizes: list[int], encoded, check, calibration=None
+) -> tuple:
     """Export the graphs and prove them against torch. The boosted trees' export reads
     scikit-learn's private tree arrays: if a scikit-learn release changed them (export fails
     or disagrees), the model is stored without the trees, with a warning and the reason in
@@ -108,7 +123,7 @@ def export_checked(trained, n_numeric: int, sizes: list[int], encoded, check) ->
     ``category_trees=False, numeric_trees=False`` model)."""
 
     def attempt():
-        graphs = export_graphs(trained, n_numeric, sizes)
+        graphs = export_graphs(trained, n_numeric, sizes, calibration)
         rows = (encoded.num[check], encoded.cat[check], encoded.mask[check])
         return graphs, check_agreement(trained, graphs, *rows)
 
