@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import arrays
 from .schema import CATEGORICAL, NUMERIC, TEMPORAL, ColumnSpec
 
 MAX_KNOTS = 1024
@@ -289,6 +290,16 @@ class Vocabulary:
     def __init__(self, levels: list, rare_fill):
         self.levels = list(levels)
         self.rare_fill = rare_fill
+        # Arrow arrays of the levels by type, made once: every batch looks codes up in them.
+        self._arrays: dict[tuple[str, pa.DataType], pa.Array] = {}
+
+    def _array(self, role: str, arrow_type: pa.DataType) -> pa.Array:
+        """The levels (``role`` "levels") or levels plus the rare fill ("table") as Arrow."""
+        found = self._arrays.get((role, arrow_type))
+        if found is None:
+            values = self.levels if role == "levels" else [*self.levels, self.rare_fill]
+            found = self._arrays[role, arrow_type] = arrays.of_values(values, arrow_type)
+        return found
 
     @property
     def size(self) -> int:
@@ -316,15 +327,14 @@ class Vocabulary:
 
     def index(self, array: pa.Array) -> np.ndarray:
         plain = _plain(array)
-        value_set = pa.array(self.levels, type=plain.type) if self.levels else None
-        if value_set is None:
+        if not self.levels:
             return np.full(len(plain), len(self.levels), dtype=np.int64)
-        idx = pc.index_in(plain, value_set=value_set)
-        return idx.fill_null(len(self.levels)).to_numpy(zero_copy_only=False).astype(np.int64)
+        idx = pc.index_in(plain, value_set=self._array("levels", plain.type))
+        return np.where(arrays.valid(idx), arrays.values(idx), len(self.levels)).astype(np.int64)
 
     def values(self, idx: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-        table = pa.array([*self.levels, self.rare_fill], type=_plain_type(arrow_type))
-        taken = table.take(pa.array(idx, type=pa.int64()))
+        table = self._array("table", _plain_type(arrow_type))
+        taken = table.take(arrays.arrow(np.asarray(idx, dtype=np.int64)))
         return taken.cast(arrow_type) if taken.type != arrow_type else taken
 
     def to_json(self) -> dict:
@@ -424,7 +434,7 @@ def numeric_values(array: pa.Array) -> np.ndarray:
     elif pa.types.is_boolean(kind):
         array = array.cast(pa.int8())
     floats = array.cast(pa.float64(), safe=False)
-    values = floats.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    values = np.where(arrays.valid(floats), arrays.values(floats), np.nan)
     if infinity is not None:
         values[values >= float(infinity)] = np.inf
         values[values <= -float(infinity)] = -np.inf
@@ -434,18 +444,20 @@ def numeric_values(array: pa.Array) -> np.ndarray:
 def to_arrow(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """Rounded float64 values -> an Arrow array of the column's own type."""
     if pa.types.is_integer(arrow_type):
-        info = np.iinfo(arrow_type.to_pandas_dtype())
+        info = np.iinfo(arrays.numpy_type(arrow_type))
         # float64 rounds 2**63 - 1 up to 2**63, which overflows int64: clip below it.
         top = float(info.max) if float(info.max) <= info.max else np.nextafter(float(info.max), 0)
         clipped = np.clip(values, float(info.min), top)
-        return pa.array(clipped.astype(np.int64 if info.min < 0 else np.uint64)).cast(arrow_type)
+        return arrays.arrow(clipped.astype(np.int64 if info.min < 0 else np.uint64)).cast(
+            arrow_type
+        )
     if pa.types.is_date32(arrow_type):
-        return pa.array(values.astype(np.int32)).cast(arrow_type)
+        return arrays.arrow(values.astype(np.int32)).cast(arrow_type)
     if pa.types.is_timestamp(arrow_type) or pa.types.is_date64(arrow_type):
-        return pa.array(values.astype(np.int64)).cast(arrow_type)
+        return arrays.arrow(values.astype(np.int64)).cast(arrow_type)
     if pa.types.is_decimal(arrow_type):
-        return pa.array(values).cast(arrow_type, safe=False)
-    return pa.array(values).cast(arrow_type)
+        return arrays.arrow(np.asarray(values, dtype=np.float64)).cast(arrow_type, safe=False)
+    return arrays.arrow(np.asarray(values, dtype=np.float64)).cast(arrow_type)
 
 
 def decimal_scale(arrow_type: pa.DataType) -> int | None:
@@ -456,7 +468,7 @@ def fill_nulls(original: pa.Array, filled: pa.Array) -> pa.Array:
     """Keep every non-NULL cell of ``original`` as it is; take ``filled`` where it is NULL."""
     if original.null_count == 0:
         return original
-    return pc.if_else(pc.is_null(original), filled, original)
+    return pc.coalesce(original, filled)
 
 
 def _column(batch, name: str) -> pa.Array:
@@ -465,7 +477,7 @@ def _column(batch, name: str) -> pa.Array:
 
 
 def _null_mask(array: pa.Array) -> np.ndarray:
-    return array.is_null().to_numpy(zero_copy_only=False)
+    return ~arrays.valid(array)
 
 
 def _plain(array: pa.Array) -> pa.Array:

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import noise
+from . import arrays, noise
 from .artifact import Artifact, decode_schema, int8_name
 from .conditions import Given
 from .dependencies import Dependencies
@@ -246,9 +246,7 @@ class Model:
         encoded = self.encoder.encode(batch)
         names = self.encoder.modelled_names
         nulls = (
-            np.stack(
-                [batch.column(n).is_null().to_numpy(zero_copy_only=False) for n in names], axis=1
-            )
+            np.stack([~arrays.valid(_plain_column(batch, n)) for n in names], axis=1)
             if names
             else np.zeros((batch.num_rows, 0), dtype=bool)
         )
@@ -375,17 +373,17 @@ class Model:
         null_draws = noise.uniform(keys, len(self.columns), stream=7)
         chained = self._synthetic_nulls(num_out, cat_out, null_draws, given)
         values = self.encoder.decode_numeric(num_out)
-        arrays = {}
+        decoded = {}
         for j, (spec, transform) in enumerate(
             zip(self.encoder.numeric_columns, self.encoder.numeric, strict=True)
         ):
-            arrays[spec.name] = to_arrow(
+            decoded[spec.name] = to_arrow(
                 transform.finish(values[:, j]), self.schema.field(spec.name).type
             )
         for j, (spec, vocab) in enumerate(
             zip(self.encoder.categorical_columns, self.encoder.vocabularies, strict=True)
         ):
-            arrays[spec.name] = vocab.values(cat_out[:, j], self.schema.field(spec.name).type)
+            decoded[spec.name] = vocab.values(cat_out[:, j], self.schema.field(spec.name).type)
         keys_spec = self.spec.get("keys", {})
         out = []
         for position, spec in enumerate(self.columns):
@@ -393,16 +391,16 @@ class Model:
             fixed = None if given is None else given.column(spec.name, count)
             if fixed is not None:
                 out.append(fixed)
-            elif spec.name in arrays:
+            elif spec.name in decoded:
                 if spec.name in chained:
-                    is_null = pa.array(chained[spec.name])
+                    is_null = arrays.arrow(chained[spec.name])
                 else:
                     rate = self.spec["null_fractions"].get(spec.name, 0.0)
-                    is_null = pa.array(null_draws[:, position] < rate)
-                out.append(pc.if_else(is_null, pa.nulls(count, field.type), arrays[spec.name]))
+                    is_null = arrays.arrow(null_draws[:, position] < rate)
+                out.append(pc.if_else(is_null, pa.nulls(count, field.type), decoded[spec.name]))
             elif spec.name in keys_spec:
                 fresh = int(keys_spec[spec.name]) + np.asarray(ordinals, dtype=np.int64)
-                out.append(pa.array(fresh).cast(field.type))
+                out.append(arrays.arrow(fresh).cast(field.type))
             else:
                 out.append(pa.nulls(count, field.type))
         return pa.RecordBatch.from_arrays(out, schema=self.schema)
@@ -439,6 +437,11 @@ class _Ahead:
         if runs is not None and len(runs[1]["mask"]) < len(ordinals):
             return None
         return runs
+
+
+def _plain_column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    column = batch.column(name)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def padded_to_block(feeds: dict[str, np.ndarray], block: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from .. import fitting
+from .. import arrays, fitting
 from ..artifact import ArtifactError
 from ..conditions import checked_given
 from ..loading import MODELS, load_model
@@ -57,8 +57,9 @@ def synthesize(instance: Instance):
     def run(ordinals, seed, digest, name, model_dir, given):
         model = model_for(instance, _first(digest), _first(name), _first(model_dir))
         conditions = checked_given(model, _first(given))
-        ordinals = ordinals.to_numpy() if hasattr(ordinals, "to_numpy") else np.asarray(ordinals)
-        ordinals = np.asarray(ordinals, dtype=np.int64)
+        if isinstance(ordinals, pa.ChunkedArray):
+            ordinals = ordinals.combine_chunks()
+        ordinals = np.asarray(arrays.values(ordinals), dtype=np.int64)
         batch = model.synthesize_rows(ordinals, int(_first(seed)), conditions)
         return pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
 
