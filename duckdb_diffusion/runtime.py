@@ -157,6 +157,7 @@ class Model:
         self.latent_dim = int(self.spec["latent_dim"])
         self.width = len(modelled) * self.latent_dim
         self._sessions: dict[str, ort.InferenceSession] = {}
+        self._float_only: dict[str, str] = {}  # graphs whose 8-bit copy would not load
         self._lock = threading.Lock()
         # On a GPU a run is one device call: blocks go one after another, as with ``threads``.
         self.side_by_side = self.threads == 0 and preferred_providers()[0] == "CPUExecutionProvider"
@@ -172,9 +173,25 @@ class Model:
                 options.intra_op_num_threads = 1 if self.side_by_side else self.threads
                 providers = preferred_providers()
                 runs = self.stored_graph(graph)
-                session = ort.InferenceSession(
-                    self.artifact.graphs[runs], options, providers=providers
-                )
+                try:
+                    session = ort.InferenceSession(
+                        self.artifact.graphs[runs], options, providers=providers
+                    )
+                except Exception as error:  # onnxruntime's errors have no common class
+                    if runs == graph:
+                        raise
+                    # An onnxruntime without the 8-bit kernels: the float graph still runs.
+                    log.warning(
+                        "model %r: its 8-bit %s graph does not load here (%s); running the "
+                        "float one",
+                        self.name,
+                        graph,
+                        str(error).splitlines()[0][:200],
+                    )
+                    runs = self._float_only[graph] = graph
+                    session = ort.InferenceSession(
+                        self.artifact.graphs[runs], options, providers=providers
+                    )
                 self._sessions[graph] = session
                 # onnxruntime-gpu lists CUDA even where it cannot load: read back what runs.
                 running = session.get_providers()[0]
@@ -186,7 +203,9 @@ class Model:
     def stored_graph(self, graph: str) -> str:
         """Which stored graph runs as ``graph``: its 8-bit copy where chosen and stored."""
         eight = int8_name(graph)
-        return eight if self.int8 and eight in self.artifact.graphs else graph
+        if graph in self._float_only or not self.int8 or eight not in self.artifact.graphs:
+            return graph
+        return eight
 
     def _inputs(self, graph: str) -> list[str]:
         return [i.name for i in self.session(graph).get_inputs()]

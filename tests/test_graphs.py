@@ -255,3 +255,21 @@ def test_a_models_table_from_before_the_8_bit_graphs_still_loads_and_gains_them(
     assert {"impute_int8_graph", "synthesize_int8_graph"} <= columns
     assert ddf.load_model(con, "new").stored_graph("synthesize") == "synthesize_int8"
     assert con.sql(query).to_arrow_table().equals(before)
+
+
+def test_an_8_bit_graph_that_does_not_load_gives_way_to_the_float_one(housing, caplog):
+    """An onnxruntime that cannot build a stored 8-bit copy (older kernels, a damaged but
+    checksummed copy): the float graph runs, with a warning naming the model and graph."""
+    stored = ddf.load_model(housing, "housing").artifact
+    spec = {k: v for k, v in stored.spec.items() if k != "graphs"}
+    graphs = {**stored.graphs, "impute_int8": b"not an onnx graph"}
+    model = Model(Artifact.create(spec, graphs), int8="1")
+    assert model.stored_graph("impute") == "impute_int8"
+    batch = housing.sql("SELECT * FROM housing LIMIT 300").to_arrow_table().to_batches()[0]
+    with caplog.at_level("WARNING", logger="duckdb_diffusion"):
+        filled = model.impute_batch(batch)
+    assert filled.column("total_bedrooms").null_count == 0
+    assert model.stored_graph("impute") == "impute"
+    assert any("8-bit impute graph does not load" in r.getMessage() for r in caplog.records)
+    float_model = Model(Artifact.create(spec, graphs), int8="0")
+    assert filled.equals(float_model.impute_batch(batch))

@@ -1,5 +1,6 @@
 """A fresh virtual environment with duckdb-diffusion installed without the ``train`` extra (so no
-torch) loads a stored model and imputes: inference needs duckdb, pyarrow, numpy and onnxruntime."""
+torch) loads a stored model and imputes: inference needs duckdb, pyarrow, numpy and onnxruntime;
+and it imports nothing else, pandas included, where pandas is installed."""
 
 from __future__ import annotations
 
@@ -42,3 +43,25 @@ def test_a_venv_without_the_train_extra_imputes(tmp_path, housing_db):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[(1500, 1500)]" in done.stdout
+
+
+def test_imputing_and_synthesizing_never_import_pandas(housing_db):
+    """pyarrow's numpy conversions import pandas on first use (0.15-0.2 s of a fresh process's
+    first query); the runtime's own (``arrays.py``) do not, on either function's path."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import duckdb_diffusion as ddf
+        con = ddf.connect({str(housing_db)!r}, read_only=True)
+        filled = con.execute(
+            "SELECT * FROM impute_latent_diffusion('housing')"
+        ).fetchall()
+        made = con.execute("SELECT * FROM synthesize_rows('housing', 3000, seed := 1)").fetchall()
+        print(len(filled), len(made), "pandas" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["1500", "3000", "False"]
