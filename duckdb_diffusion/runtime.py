@@ -256,10 +256,19 @@ class Model:
 
     # -- imputation -----------------------------------------------------------------------
     def impute_batch(
-        self, batch: pa.RecordBatch, seed: int = 0, draws: int = DEFAULT_DRAWS, copy: int = 0
+        self,
+        batch: pa.RecordBatch,
+        seed: int = 0,
+        draws: int = DEFAULT_DRAWS,
+        copy: int = 0,
+        keep_observed: bool = True,
     ) -> pa.RecordBatch:
         """``copy`` >= 1: imputation number ``copy`` of a multiple imputation, one posterior
-        draw per NULL cell, keyed by seed, copy and row content (``draws`` is then 1)."""
+        draw per NULL cell, keyed by seed, copy and row content (``draws`` is then 1).
+        ``keep_observed=False``: a column with NULLs comes back as the model's values in every
+        row that had a cell to fill and unspecified values in the others, its observed cells
+        not put back: for a caller that keeps them itself (the SQL door's ``coalesce``), which
+        saves merging every such column here (a sixth of this function's time on adult)."""
         if copy:
             draws = 1
         encoded = self.encoder.encode(batch)
@@ -301,6 +310,7 @@ class Model:
 
         columns = list(batch.columns)
         index = {name: i for i, name in enumerate(batch.schema.names)}
+        merge = fill_nulls if keep_observed else _filled
         for j, (spec, transform) in enumerate(
             zip(self.encoder.numeric_columns, self.encoder.numeric, strict=True)
         ):
@@ -308,7 +318,7 @@ class Model:
                 full = np.zeros(batch.num_rows)
                 full[need] = transform.finish(values[:, j])
                 i = index[spec.name]
-                columns[i] = fill_nulls(columns[i], to_arrow(full, columns[i].type))
+                columns[i] = merge(columns[i], to_arrow(full, columns[i].type))
         offset = len(self.encoder.numeric)
         for j, (spec, vocab) in enumerate(
             zip(self.encoder.categorical_columns, self.encoder.vocabularies, strict=True)
@@ -317,7 +327,7 @@ class Model:
                 full = np.zeros(batch.num_rows, dtype=np.int64)
                 full[need] = levels[:, j]
                 i = index[spec.name]
-                columns[i] = fill_nulls(columns[i], vocab.values(full, columns[i].type))
+                columns[i] = merge(columns[i], vocab.values(full, columns[i].type))
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
     def sample_tokens(self, keys: np.ndarray, given: Given | None = None) -> tuple:
@@ -456,6 +466,11 @@ class _Ahead:
         if runs is not None and len(runs[1]["mask"]) < len(ordinals):
             return None
         return runs
+
+
+def _filled(original: pa.Array, filled: pa.Array) -> pa.Array:
+    """``fill_nulls`` for a caller that puts the observed cells back itself."""
+    return filled
 
 
 def _plain_column(batch: pa.RecordBatch, name: str) -> pa.Array:

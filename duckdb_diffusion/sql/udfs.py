@@ -43,8 +43,13 @@ def impute(instance: Instance, names: list[str]):
         model = model_for(instance, _first(digest), _first(name), _first(model_dir))
         rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
         batch = pa.RecordBatch.from_struct_array(rows)
+        # The planned SQL keeps every observed cell (``coalesce``): none is merged here.
         filled = model.impute_batch(
-            batch, int(_first(seed)), int(_first(draws)), copy=int(_first(copy))
+            batch,
+            int(_first(seed)),
+            int(_first(draws)),
+            copy=int(_first(copy)),
+            keep_observed=False,
         )
         return pa.StructArray.from_arrays(
             [filled.column(n) for n in names], fields=[filled.schema.field(n) for n in names]
