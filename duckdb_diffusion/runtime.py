@@ -157,7 +157,7 @@ class Model:
         self.latent_dim = int(self.spec["latent_dim"])
         self.width = len(modelled) * self.latent_dim
         self._sessions: dict[str, ort.InferenceSession] = {}
-        self._float_only: dict[str, str] = {}  # graphs whose 8-bit copy would not load
+        self._float_only: set[str] = set()  # graphs whose 8-bit copy would not load
         self._lock = threading.Lock()
         # On a GPU a run is one device call: blocks go one after another, as with ``threads``.
         self.side_by_side = self.threads == 0 and preferred_providers()[0] == "CPUExecutionProvider"
@@ -188,7 +188,8 @@ class Model:
                         graph,
                         str(error).splitlines()[0][:200],
                     )
-                    runs = self._float_only[graph] = graph
+                    self._float_only.add(graph)
+                    runs = graph
                     session = ort.InferenceSession(
                         self.artifact.graphs[runs], options, providers=providers
                     )
