@@ -398,6 +398,14 @@ class Encoder:
             mask[:, offset + j] = observed
         return Encoded(num, cat, mask)
 
+    def null_cells(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """[rows, modelled columns] True where a cell is NULL (what imputation fills; an
+        infinite number is a value, unlike in ``encode``'s mask)."""
+        names = self.modelled_names
+        if not names:
+            return np.zeros((batch.num_rows, 0), dtype=bool)
+        return np.stack([_null_mask(_column(batch, name)) for name in names], axis=1)
+
     def decode_numeric(self, z: np.ndarray) -> np.ndarray:
         """Normal scores [..., numeric columns] -> values in data space (not yet rounded)."""
         out = np.empty(z.shape, dtype=np.float64)

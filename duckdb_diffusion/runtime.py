@@ -273,12 +273,7 @@ class Model:
         if copy:
             draws = 1
         encoded = self.encoder.encode(batch)
-        names = self.encoder.modelled_names
-        nulls = (
-            np.stack([~arrays.valid(_plain_column(batch, n)) for n in names], axis=1)
-            if names
-            else np.zeros((batch.num_rows, 0), dtype=bool)
-        )
+        nulls = self.encoder.null_cells(batch)
         need = np.flatnonzero(nulls.any(axis=1))
         if len(need) == 0:
             return batch
@@ -472,11 +467,6 @@ class _Ahead:
 def _filled(original: pa.Array, filled: pa.Array) -> pa.Array:
     """``fill_nulls`` for a caller that puts the observed cells back itself."""
     return filled
-
-
-def _plain_column(batch: pa.RecordBatch, name: str) -> pa.Array:
-    column = batch.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def padded_to_block(feeds: dict[str, np.ndarray], block: int) -> dict[str, np.ndarray]:

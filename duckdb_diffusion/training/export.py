@@ -205,7 +205,7 @@ def calibration_feeds(name: str, rows: dict[str, np.ndarray], latent_dim: int, s
     rng = np.random.default_rng([seed, 8])
     num, cat, mask = rows["num"], rows["cat"], rows["mask"]
     hidden = mask * (rng.random(mask.shape) >= CALIBRATION_HIDDEN)
-    feeds = {"num": np.nan_to_num(num).astype(np.float32), "cat": cat, "mask": hidden}
+    feeds = {"num": np.nan_to_num(num), "cat": cat, "mask": hidden}
     if name == "synthesize":
         feeds["mask"] = np.where(np.arange(len(mask))[:, None] % 2 == 0, 0.0, hidden)
         width = num.shape[1] + cat.shape[1]
