@@ -319,9 +319,12 @@ def _sync_folder(folder: Path) -> None:
     """fsync a folder's files and the folder itself, so a rename never outlives its contents
     after a power cut."""
     for file in folder.iterdir():
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
+        # Another writer may rename its pointer file away between the listing and the open:
+        # that file is its writer's to sync.
+        with contextlib.suppress(FileNotFoundError):
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
