@@ -53,9 +53,9 @@ class TrainConfig:
     # it takes from the teacher costs fidelity on tables the budget cuts short (README).
     distilled_steps: int = 0
     distil_share: float = 0.25
-    # Store beside each graph a copy with its matrix products in 8 bits (onnxruntime's dynamic
-    # quantization: signed weights per output column, each product's inputs scaled to uint8 as
-    # it runs), which the runtime runs where the CPU multiplies them exactly (VNNI / AMX;
+    # Store beside each graph a copy with its matrix products in 8 bits (onnxruntime's static
+    # quantization: signed weights per output column, each product's input range fixed from
+    # training rows), which the runtime runs where the CPU multiplies them exactly (VNNI / AMX;
     # ``DUCKDB_DIFFUSION_INT8`` chooses): 26-29% less time per row on the adult graphs.
     int8: bool = True
     validation_share: float = 0.1

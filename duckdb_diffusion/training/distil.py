@@ -81,7 +81,7 @@ def distil(teacher: Precond, latents, col_mask, fit_rows, val_rows, config, cloc
     student = copy.deepcopy(teacher).requires_grad_(True).train()
     ema = copy.deepcopy(teacher)
     rate = config.learning_rate * LEARNING_RATE_SHARE
-    optimizer = torch.optim.AdamW(student.parameters(), lr=rate)
+    optimizer = trainer.adamw(student.parameters(), lr=rate)
     generator = torch.Generator().manual_seed(config.seed + 20)
 
     def draw(rows, gen):
