@@ -49,9 +49,11 @@ class TrainConfig:
     # sampler's path in that many steps (training/distil.py) in the last distil_share of the
     # budget (or more, where the denoiser converged sooner), and the synthesis graph runs it,
     # one network evaluation a step, where its draws land near the teacher's (a student cut
-    # short by the budget is not used). 0: no student, the default: the quarter of the budget
-    # it takes from the teacher costs fidelity on tables the budget cuts short (README).
-    distilled_steps: int = 0
+    # short by the budget is not used). 4 by default: half the arithmetic of a synthetic row
+    # (and of a conditional draw), with detection AUC within 0.01 of the 8-step teacher's
+    # on adult and california; 2 steps lost more (benchmarks/README, "A distilled sampler").
+    # 0: no student, the whole budget for the teacher.
+    distilled_steps: int = 4
     distil_share: float = 0.25
     # Store beside each graph a copy with its matrix products in 8 bits (onnxruntime's static
     # quantization: signed weights per output column, each product's input range fixed from
