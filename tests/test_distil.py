@@ -8,6 +8,7 @@ import json
 import duckdb
 import numpy as np
 import onnx
+import pytest
 import torch
 
 import duckdb_diffusion as ddf
@@ -94,22 +95,24 @@ def _denoiser_evaluations(graph: bytes, depth: int) -> int:
     return ops.count("LayerNormalization") // (depth + 1)
 
 
-def test_distilled_steps_through_sql(housing):
-    """``distilled_steps``: the stored synthesis graph runs the denoiser that many times, the
-    model reports its distillation, and its rows follow the table's columns."""
+@pytest.mark.parametrize(("asked", "steps"), [({"distilled_steps": 2}, 2), ({}, 4)])
+def test_distilled_steps_through_sql(housing, asked, steps):
+    """``distilled_steps`` (4 unless set): the stored synthesis graph runs the denoiser that
+    many times, the model reports its distillation, and its rows follow the table's columns."""
     con = duckdb.connect()
     ddf.install(con)
     table = housing.sql("SELECT * EXCLUDE (house_id) FROM housing").to_arrow_table()
     con.register("view", table)
     con.execute("CREATE TABLE h AS SELECT * FROM view")
-    settings = json.dumps({**FAST, "max_seconds": 24, "distil_share": 0.5, "distilled_steps": 2})
+    quick = {k: v for k, v in FAST.items() if k != "distilled_steps"}
+    settings = json.dumps({**quick, "max_seconds": 24, "distil_share": 0.5, **asked})
     con.execute("SELECT * FROM train_latent_diffusion('h', settings := ?)", [settings]).fetchall()
     listing = con.execute("SELECT metrics FROM latent_diffusion_models() WHERE name = 'h'")
     report = json.loads(listing.fetchall()[0][0])["diffusion"]["distilled"]
-    assert report["steps"] == 2 and len(report["levels"]) == 3
+    assert report["steps"] == steps and len(report["levels"]) == steps + 1
     assert report["validation_loss"] < 0.5 * report["initial_loss"]
     model = ddf.load_model(con, "h")
-    assert _denoiser_evaluations(model.artifact.graphs["synthesize"], FAST["depth"]) == 2
+    assert _denoiser_evaluations(model.artifact.graphs["synthesize"], FAST["depth"]) == steps
     rows = con.sql("SELECT * FROM synthesize_rows('h', 1500, seed := 3)").to_arrow_table()
     assert rows.num_rows == 1500 and rows.schema.names == table.schema.names
     shape = metrics.column_shape_error(table, rows, table.schema.names)
