@@ -62,6 +62,9 @@ def main() -> None:
         "--mice-iterations", type=int, default=5, help="miceforest's MICE rounds (its default 5)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--settings", default="{}", help="our other training settings, JSON: '{\"width\": 256}'"
+    )
     parser.add_argument("--skip", default="", help="comma-separated: ours, miceforest, nulls")
     parser.add_argument("--venvs", type=Path, default=ROOT / "benchmarks" / ".venvs")
     parser.add_argument(
@@ -139,7 +142,10 @@ def multiple_imputation(dataset: str, truth: pa.Table, args, work: Path) -> dict
     con.register("source", masked)
     con.execute("CREATE TABLE holes AS SELECT * FROM source")
     began = time.perf_counter()
-    ddf.train(con, "holes", max_seconds=args.train_seconds, seed=args.seed, progress=False)
+    settings = json.loads(args.settings)
+    ddf.train(
+        con, "holes", max_seconds=args.train_seconds, seed=args.seed, progress=False, **settings
+    )
     trained = time.perf_counter() - began
     long = ddf.impute(con, "holes", imputations=args.imputations, seed=args.seed)
     long = long.to_arrow_table()
@@ -180,7 +186,10 @@ def synthetic_nulls(dataset: str, truth: pa.Table, args) -> dict:
     con = ddf.connect()
     con.register("source", real)
     con.execute("CREATE TABLE nulls AS SELECT * FROM source")
-    ddf.train(con, "nulls", max_seconds=args.train_seconds, seed=args.seed, progress=False)
+    settings = json.loads(args.settings)
+    ddf.train(
+        con, "nulls", max_seconds=args.train_seconds, seed=args.seed, progress=False, **settings
+    )
     model = ddf.load_model(con, "nulls")
     after = ddf.synthesize(con, "nulls", real.num_rows, seed=args.seed).to_arrow_table()
     alone = Model(model.artifact)
