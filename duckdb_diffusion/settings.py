@@ -46,10 +46,10 @@ class TrainConfig:
     # real ones (adult detection AUC 0.634, 0.590 at 12); on this one 8 give 0.593.
     sampling_steps: int = 8
     # With 0 < distilled_steps < sampling_steps, a copy of the denoiser learns to take the
-    # sampler's path in that many steps (training/distil.py) for at most distil_share of the
-    # budget once the denoiser stops (which stops that much early), and the synthesis graph
-    # runs it, one network evaluation a step, where its draws land near the teacher's (a
-    # student cut short by the budget is not used). 4 by default: half the arithmetic of a synthetic row
+    # sampler's path in that many steps (training/distil.py) in the last distil_share of the
+    # budget (or more, where the denoiser converged sooner), and the synthesis graph runs it,
+    # one network evaluation a step, where its draws land near the teacher's (a student cut
+    # short by the budget is not used). 4 by default: half the arithmetic of a synthetic row
     # (and of a conditional draw), with detection AUC within 0.01 of the 8-step teacher's
     # on adult and california; 2 steps lost more (benchmarks/README, "A distilled sampler").
     # 0: no student, the whole budget for the teacher.
