@@ -258,3 +258,42 @@ def test_category_rounds_keep_what_the_product_needs(graded):
     picked = trees.margins(fitted, x, sizes)[:, sizes[0] :].argmax(1)
     accuracy = (picked == truth[:, 1])[hidden[:, 1]].mean()
     assert accuracy > 0.95
+
+
+def test_category_rounds_cut_the_trees_of_levels_the_predictor_knows(graded):
+    """Where the predictor alone tells the rarest grade apart, that level's trees are cut
+    (every round walks a tree per level kept), the level keeps its starting log-odds, and the
+    exported graph still computes what scikit-learn's kept trees compute."""
+    encoder, e = _encoded(graded)
+    sizes = encoder.category_sizes
+    rows = np.arange(len(e.num))
+    fitted, _ = trees.fit_trees(e.num, e.cat, e.mask, sizes, rows[600:], rows[:600], 30, 0)
+    grade = next(t for t in fitted if t.column == 1)
+    classes = grade.classifier.classes_.astype(int)
+    assert len(classes) == 3  # a tree per level and round
+    check = np.tile(rows[:600], 10)
+    known = e.mask[check, e.num.shape[1] :] > 0
+    hidden = np.zeros_like(known)
+    hidden[:, 1] = known[:, 1]
+    cond = e.mask[check].copy()
+    cond[:, e.num.shape[1] :][hidden] = 0
+    x = trees.features(e.num[check], e.cat[check], cond)
+    truth = e.cat[check]
+    rarest = classes[-1]
+    # a predictor sure of the rarest grade where it is the truth, unsure of the others
+    knows = np.zeros((len(check), sizes[1]), np.float32)
+    knows[truth[:, 1] == rarest, rarest] = 20.0
+    knows[truth[:, 1] != rarest, rarest] = -20.0
+    logits = [np.zeros((len(check), sizes[0]), np.float32), knows]
+    trees.category_rounds(fitted, x, logits, truth, hidden)
+    assert rarest in grade.dropped and len(grade.dropped) < len(classes)
+    net = knows - np.log(np.exp(knows).sum(1, keepdims=True))
+    product = net + trees.margins(fitted, x, sizes)[:, sizes[0] :]
+    assert (product.argmax(1) == truth[:, 1])[hidden[:, 1]].mean() > 0.95
+
+    graph = trees.trees_graph(fitted, e.num.shape[1], sizes)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"num": e.num[:400], "cat": e.cat[:400], "mask": e.mask[:400]}
+    got = session.run([trees.MARGINS], feeds)[0]
+    want = trees.margins(fitted, trees.features(**feeds), sizes)
+    np.testing.assert_allclose(got, want, atol=1e-4)

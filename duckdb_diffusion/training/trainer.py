@@ -196,8 +196,9 @@ def _choose_trees(predictor, trees, num, cat, mask, latents, val_rows, config) -
     """Choose, on validation rows with a ``BLEND_HIDE`` share of their observed cells hidden
     (what the exported graph sees when it imputes; HIDE_DRAWS such draws, for more cells),
     each numeric column's share of its trees in the imputed median and each category
-    column's rounds of trees; trees that would not change a value (weight 0, no rounds) are
-    dropped from ``trees``. -> the choices, for the training metrics."""
+    column's rounds of trees and the levels whose trees they keep; trees that would not
+    change a value (weight 0, no rounds) are dropped from ``trees``. -> the choices, for the
+    training metrics."""
     if not len(val_rows):
         return {}
     rng = np.random.default_rng(config.seed + 2)
@@ -218,6 +219,7 @@ def _choose_trees(predictor, trees, num, cat, mask, latents, val_rows, config) -
         chosen["kept_rounds"] = category_rounds(
             trees, x, [lg.numpy() for lg in logits], cat[rows], hidden[:, n_numeric:]
         )
+        chosen["levels_cut"] = {str(t.column): len(t.dropped) for t in trees if t.dropped}
     return chosen
 
 
