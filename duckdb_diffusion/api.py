@@ -216,7 +216,7 @@ def synthesize_batches(
     loaded, total = prepared.model, prepared.n
     batches = (
         loaded.synthesize_batch(
-            start, min(batch_rows, total - start), prepared.seed, prepared.given
+            start, min(batch_rows, total - start), prepared.seed, prepared.given, total
         )
         for start in range(0, total, batch_rows)
     )

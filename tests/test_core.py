@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import duckdb_diffusion as ddf
+from duckdb_diffusion import runtime
 from duckdb_diffusion.runtime import Model
 
 from .conftest import FAST, MODELLED, data_file
@@ -109,18 +110,25 @@ def test_synthesis_is_deterministic_across_batches(housing):
 
 
 def test_rows_begun_ahead_are_the_rows_asked_for(housing):
-    """A scan's next range is begun before it is asked for (``runtime._Ahead``): what the
-    scan gets, its last and shorter range included, is what each range gives made alone."""
+    """A scan's next ranges are begun before they are asked for (``runtime._Ahead``): what
+    the scan gets, its last and shorter range included, is what each range gives made alone,
+    and nothing is begun past the scan's end where the scan says where it ends."""
     model = ddf.load_model(housing, "housing")
     assert model.side_by_side
-    sizes = [2048, 2048, 1500]
-    starts = [0, 2048, 4096]
-    scanned = [model.synthesize_batch(start, n, 5) for start, n in zip(starts, sizes, strict=True)]
-    assert model._ahead.take(5, np.arange(4096 + 1500, 4096 + 3000)) is not None  # begun
+    sizes, starts, end = [2048, 2048, 1500], [0, 2048, 4096], 5644
+    scanned = [
+        model.synthesize_batch(start, n, 5, end=end) for start, n in zip(starts, sizes, strict=True)
+    ]
+    assert model._ahead.take(5, np.arange(end, end + 100)) is None  # nothing past the end
     alone = Model(model.artifact)  # nothing begun: every range made when asked for
     for start, n, batch in reversed(list(zip(starts, sizes, scanned, strict=True))):
         assert alone.synthesize_batch(start, n, 5).equals(batch)
     assert not scanned[0].equals(alone.synthesize_batch(0, 2048, 6))
+
+    # with no end given, the ranges after the last one asked for are begun
+    model.synthesize_batch(0, 2048, 9)
+    for k in range(1, runtime.AHEAD_RANGES + 1):
+        assert model._ahead.take(9, np.arange(k * 2048, (k + 1) * 2048)) is not None
 
 
 def test_synthesis_keeps_schema_ranges_categories_and_null_rates(housing):

@@ -8,7 +8,7 @@ in the caller's context) and by the Python door (``con.sql``) alike.
                        FROM (SELECT *, ddf_check_columns(digest, ..., typeof(__ddf_row))
                                        AS __ddf_checked FROM <tbl> AS __ddf_row))
     imputations: SELECT 1 AS _imputation, * FROM (<impute, copy 1>) UNION ALL ... (copy m)
-    synthesize:  SELECT unnest(ddf_synthesize_<sig>(range, seed, digest, ..., given))
+    synthesize:  SELECT unnest(ddf_synthesize_<sig>(range, seed, digest, ..., given, n))
                  FROM range(n)
     train:       SELECT <typed summary> FROM (SELECT unnest(ddf_train(..., (row count),
                  (statistics), (sample))))
@@ -82,7 +82,8 @@ def synthesize_sql(prepared: Prepared, function: str) -> str:
     digest, name = _text(model.artifact.digest), _text(model.name)
     return (
         f"SELECT unnest({function}(range, {int(prepared.seed)}, {digest}, {name}, "
-        f"{_text(prepared.model_dir)}, {_text(prepared.given_json)})) FROM range({int(prepared.n)})"
+        f"{_text(prepared.model_dir)}, {_text(prepared.given_json)}, {int(prepared.n)})) "
+        f"FROM range({int(prepared.n)})"
     )
 
 

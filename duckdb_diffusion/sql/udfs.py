@@ -59,13 +59,14 @@ def impute(instance: Instance, names: list[str]):
 
 
 def synthesize(instance: Instance):
-    def run(ordinals, seed, digest, name, model_dir, given):
+    def run(ordinals, seed, digest, name, model_dir, given, total):
         model = model_for(instance, _first(digest), _first(name), _first(model_dir))
         conditions = checked_given(model, _first(given))
         if isinstance(ordinals, pa.ChunkedArray):
             ordinals = ordinals.combine_chunks()
         ordinals = np.asarray(arrays.values(ordinals), dtype=np.int64)
-        batch = model.synthesize_rows(ordinals, int(_first(seed)), conditions)
+        # ``total``: the scan's row count, beyond which no rows are begun ahead
+        batch = model.synthesize_rows(ordinals, int(_first(seed)), conditions, int(_first(total)))
         return pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
 
     return run
