@@ -81,9 +81,15 @@ class Artifact:
                     f"model {where}: its {name} graph is missing or damaged (checksum mismatch); "
                     f"retrain it"
                 )
-        text = spec_json if isinstance(spec_json, bytes) else spec_json.encode()
         kept = {name: graphs[name] for name in (*GRAPHS, *INT8_GRAPHS) if name in expected_graphs}
-        return cls(spec, kept, _digest(text))
+        return cls(spec, kept, spec_digest(spec_json))
+
+
+def spec_digest(spec_json: str | bytes) -> str:
+    """The digest of the artifact whose stored spec text this is (``Artifact.digest``): the
+    spec holds every graph's checksum, so it names the graphs too, and a cache keyed by it
+    can be looked up before any graph is read."""
+    return _digest(spec_json if isinstance(spec_json, bytes) else spec_json.encode())
 
 
 def spec_columns(spec_json: str, where: str) -> list[dict]:

@@ -148,8 +148,8 @@ class DatabaseRegistry:
         spec, *graphs = rows[0]
         return Artifact.parse(spec, dict(zip(stored, graphs, strict=True)), f"{name!r} in {TABLE}")
 
-    def columns(self, name: str) -> list[dict]:
-        """The model's column specs, read without its graphs (what ``install`` needs)."""
+    def spec_text(self, name: str) -> str:
+        """The model's stored spec, read without its graphs."""
         cur = self.con.cursor()
         try:
             if not self._exists(cur):
@@ -160,7 +160,11 @@ class DatabaseRegistry:
             cur.close()
         if not rows:
             raise ModelNotFoundError(name)
-        return spec_columns(rows[0][0], f"{name!r} in {TABLE}")
+        return rows[0][0]
+
+    def columns(self, name: str) -> list[dict]:
+        """The model's column specs, read without its graphs (what ``install`` needs)."""
+        return spec_columns(self.spec_text(name), f"{name!r} in {TABLE}")
 
     def names(self) -> list[str]:
         cur = self.con.cursor()
@@ -250,15 +254,22 @@ class DirectoryRegistry:
             return Artifact.parse(spec, graphs, f"{name!r} in {folder / version}")
         raise ArtifactError(f"model {name!r} in {folder} keeps changing while being read; retry")
 
+    def spec_text(self, name: str) -> str:
+        """The live version's spec, read without its graphs."""
+        return self._spec(name)[1]
+
     def columns(self, name: str) -> list[dict]:
         """The model's column specs, read without its graphs (what ``install`` needs)."""
+        where, text = self._spec(name)
+        return spec_columns(text, f"{name!r} in {where}")
+
+    def _spec(self, name: str) -> tuple[Path, str]:
         folder = self.path / _folder_name(name)
         try:
             version = (folder / "CURRENT").read_text().strip()
-            text = (folder / version / "spec.json").read_text()
+            return folder / version, (folder / version / "spec.json").read_text()
         except FileNotFoundError:
             raise ModelNotFoundError(name) from None
-        return spec_columns(text, f"{name!r} in {folder / version}")
 
     def names(self) -> list[str]:
         if not self.path.is_dir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -327,3 +328,37 @@ def test_the_batch_paths_give_what_sql_gives(housing):
     expected = expected.to_arrow_table()
     batches = ddf.synthesize_batches(housing, "housing", 700, seed=2, batch_rows=256)
     assert pa.Table.from_batches(list(batches)).cast(expected.schema).equals(expected)
+
+
+def test_planning_reads_the_graphs_of_a_model_not_loaded_yet(housing_db, tmp_path, monkeypatch):
+    """A query's planning reads a stored model's spec; its graphs (megabytes, checksummed) only
+    when no model with that spec is loaded. Storing the model again (a new spec) reads them."""
+    from duckdb_diffusion.artifact import Artifact
+    from duckdb_diffusion.registry import DatabaseRegistry, registry_for
+
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(housing_db, path)
+    con = duckdb.connect(str(path))
+    ddf.install(con)
+    reads = []
+    load = DatabaseRegistry.load
+    monkeypatch.setattr(
+        DatabaseRegistry, "load", lambda self, name: reads.append(name) or load(self, name)
+    )
+    ddf.loading.MODELS.clear()
+    for _ in range(2):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE filled AS FROM impute_latent_diffusion('housing')"
+        )
+    first = ddf.load_model(con, "housing")
+    assert reads == ["housing"]
+    assert con.execute("SELECT count(*) FROM filled WHERE total_bedrooms IS NULL").fetchall() == [
+        (0,)
+    ]
+
+    stored = first.artifact
+    registry_for(con).save(Artifact.create({**stored.spec, "note": "stored again"}, stored.graphs))
+    second = ddf.load_model(con, "housing")
+    assert reads == ["housing", "housing"] and second is not first
+    assert second.artifact.spec["note"] == "stored again"
+    con.close()
