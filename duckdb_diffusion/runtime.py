@@ -52,6 +52,9 @@ BLOCK_ROWS = {"impute": 1024, "synthesize": 1024}
 # the pool ran dry while the caller decoded and DuckDB took the rows (adult, 2 cores, 1M rows
 # through SQL: 1.75 of 2 cores busy, 126-129k rows/s); with two, 139-140k; three, the same.
 AHEAD_RANGES = 2
+# Ranges longer than this are not begun ahead: their own blocks keep the pool busy, and rows
+# begun early would only hold memory (a Python caller may ask for millions of rows at once).
+AHEAD_MAX_ROWS = 65_536
 
 
 def cores() -> int:
@@ -403,7 +406,7 @@ class Model:
         begun = runs is not None
         if runs is None:
             runs = self._start_tokens(keys, given)
-        if ahead and count > BLOCK_ROWS["synthesize"]:
+        if ahead and BLOCK_ROWS["synthesize"] < count <= AHEAD_MAX_ROWS:
             # The ranges a scan asks for next, begun now: their graph runs on the pool while
             # this thread decodes these rows (DuckDB calls the UDF from one thread here).
             # Those of earlier calls were begun then: only the last range is new.
@@ -458,10 +461,9 @@ class _Ahead:
     A synthesis scan asks for consecutive ranges of ordinals from one thread; starting the
     next ranges' graphs (AHEAD_RANGES of them) when a range is asked for lets the graph (on
     the pool) and the decoding of the current rows (numpy, in the caller's thread) run at
-    once. Rows are a
-    function of (seed, ordinal) alone, so rows begun early are the rows asked for later, and
-    a scan's last, shorter range takes the first of the rows begun for it. A few are kept;
-    one a scan never asks for is dropped when newer ones come."""
+    once. Rows are a function of (seed, ordinal) alone, so rows begun early are the rows
+    asked for later, and a scan's last, shorter range takes the first of the rows begun for
+    it. A few are kept; one a scan never asks for is dropped when newer ones come."""
 
     KEPT = 4 * AHEAD_RANGES
 

@@ -130,6 +130,10 @@ def test_rows_begun_ahead_are_the_rows_asked_for(housing):
     model.synthesize_batch(0, 2048, 9)
     for k in range(1, runtime.AHEAD_RANGES + 1):
         assert model._ahead.take(9, np.arange(k * 2048, (k + 1) * 2048)) is not None
+    # but not after a range long enough to keep the pool busy by itself
+    long = runtime.AHEAD_MAX_ROWS + 1
+    model.synthesize_batch(0, long, 9)
+    assert model._ahead.take(9, np.arange(long, 2 * long)) is None
 
 
 def test_synthesis_keeps_schema_ranges_categories_and_null_rates(housing):
