@@ -306,18 +306,19 @@ def category_rounds(
         if rows.sum() < ROUNDS_MIN_CELLS:  # too few to tell rounds apart: all are kept
             continue
         net = _log_softmax(np.asarray(net_logits[t.column])[rows])
-        rounds, cut = _cheapest_cut(t, x[np.ix_(rows, t.features)], net, truth[rows, t.column])
+        rounds, dropped = _cheapest_cut(t, x[np.ix_(rows, t.features)], net, truth[rows, t.column])
         del t.classifier._predictors[rounds:]
-        t.dropped = frozenset(int(c) for c in t.classifier.classes_.astype(int)[::-1][:cut])
+        t.dropped = dropped
         chosen[str(t.column)] = rounds
     trees[:] = [t for t in trees if t.numeric or _splits(t)]
     return chosen
 
 
 def _cheapest_cut(t: ColumnTrees, x: np.ndarray, net: np.ndarray, y: np.ndarray):
-    """(rounds, n): the fewest trees walked per cell, keeping ``rounds`` rounds without the
-    trees of the ``n`` rarest levels, whose product with the predictor's log-probabilities
-    ``net`` is as accurate on the cells ``y`` as all the trees' (``_safe_cut``)."""
+    """(rounds, dropped): the fewest trees walked per cell, keeping ``rounds`` rounds without
+    the trees of the ``dropped`` levels (the rarest), whose product with the predictor's
+    log-probabilities ``net`` is as accurate on the cells ``y`` as all the trees'
+    (``_safe_cut``)."""
     start = _start_logits(t, net.shape[1])
     classes = t.classifier.classes_.astype(int)
 
@@ -335,7 +336,7 @@ def _cheapest_cut(t: ColumnTrees, x: np.ndarray, net: np.ndarray, y: np.ndarray)
     per_round = 1 if len(classes) == 2 else len(classes)  # a binary column: one tree a round
     best, cut = rounds * per_round, 0
     if per_round == 1:
-        return rounds, cut
+        return rounds, frozenset()
     rarest = classes[::-1]  # codes run from the most frequent level in training
     for r, logits in enumerate(staged_logits(), start=1):
         if r >= best:  # even one level's trees in r rounds would walk no fewer
@@ -347,7 +348,7 @@ def _cheapest_cut(t: ColumnTrees, x: np.ndarray, net: np.ndarray, y: np.ndarray)
             if not _safe_cut(right(logits), staged[-1]):
                 break
             best, rounds, cut = r * (per_round - n), r, n
-    return rounds, cut
+    return rounds, frozenset(int(c) for c in rarest[:cut])
 
 
 def _safe_cut(cut: np.ndarray, full: np.ndarray) -> bool:
@@ -586,9 +587,9 @@ def _column_ensemble(t: ColumnTrees, n_numeric, category_sizes) -> _Ensemble:
     layout = _Layout(model, t.features, n_numeric, category_sizes)
     out = _Nodes()
     if t.numeric:
-        for (predictor,) in model._predictors:
+        for target, predictor in _kept_trees(t):
             if not _leaf(predictor):
-                out.add_tree(predictor, 0, layout)
+                out.add_tree(predictor, target, layout)
         attributes = out.attributes(1)  # puts out.sets in graph order
         return _Ensemble(attributes, np.asarray([_start_median(t)], np.float32), out.sets)
     base = _start_logits(t, category_sizes[t.column])
