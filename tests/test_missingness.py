@@ -37,3 +37,6 @@ def test_logit_equals_the_features_times_the_weights():
             probability = 1 / (1 + np.exp(-(features @ model.weights + model.bias)))
             want[:, model.target] = uniforms[:, model.target] < probability
     np.testing.assert_array_equal(drawn, want)
+    # A row's flags do not depend on the rows drawn with it.
+    part = chain.draw(num[137:300], cat[137:300], uniforms[137:300], {1: True})
+    np.testing.assert_array_equal(part, drawn[137:300])
