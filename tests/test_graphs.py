@@ -24,9 +24,14 @@ def test_point_graph_takes_no_noise_and_sampler_takes_a_mask(housing):
     inputs = {g: {i.name for i in model.session(g).get_inputs()} for g in ("impute", "synthesize")}
     assert inputs["impute"] == {"num", "cat", "mask"}
     assert inputs["synthesize"] == {"num", "cat", "mask", "noise"}
-    # one network evaluation for the point estimate, sampling_steps for the sampler
-    graph = onnx.load_from_string(model.artifact.graphs["impute"])
-    assert sum(n.op_type in ("Gemm", "MatMul") for n in graph.graph.node) < 20
+    # one network evaluation for the point estimate (a layer norm per block and one at the
+    # end), sampling_steps for the sampler
+    norms = {
+        g: sum(n.op_type == "LayerNormalization" for n in graph.node)
+        for g, graph in ((g, onnx.load_from_string(model.artifact.graphs[g]).graph) for g in inputs)
+    }
+    assert norms["impute"] == FAST["depth"] + 1
+    assert norms["synthesize"] == FAST["sampling_steps"] * (FAST["depth"] + 1)
 
 
 def test_draws_sample_the_posterior_and_keep_observed_cells(housing):
