@@ -98,12 +98,14 @@ class Missingness:
         ``uniforms`` one per cell, ``fixed`` the columns whose NULL-ness is given.
 
         Every model's logit is kept for all rows at once ([rows, models]), first as if every
-        cell were observed (each column's value terms), and corrected column by
-        column as NULLs are decided: a NULL cell's value term leaves every logit and its
-        indicator's weight enters. That is the same sum as ``logit`` per model, with two
-        array operations per column instead of two per term, the correction on the NULL
-        rows only (adult with NULLs in every column, a chain of 15: 1.8 -> 1.2 ms per 2,048
-        synthetic rows; synthesis of 1M rows through SQL 130k -> 136k rows/s)."""
+        cell were observed (each column's value terms), and corrected column by column as
+        NULLs are decided: a NULL cell's value term leaves every logit and its indicator's
+        weight enters. That is each model's ``features(...) @ weights + bias`` without
+        building the features (a category's one-hot block times its weights is the weight
+        of the row's level, looked up), a few array operations per column rather than two
+        per term, the correction on the NULL rows only (adult with NULLs in every column, a
+        chain of 15: 1.8 -> 1.2 ms per 2,048 synthetic rows; synthesis of 1M rows through
+        SQL 130k -> 136k rows/s)."""
         nulls = np.zeros(uniforms.shape, dtype=bool)
         if not self.chain:
             return nulls
@@ -167,24 +169,6 @@ class Missingness:
                     tables.setdefault(i, np.zeros(len(self.chain)))[k] = model.weights[at + offset]
             self._nulls = tables
         return self._nulls
-
-    def logit(self, model: NullModel, num, cat, nulls) -> np.ndarray:
-        """``features(...) @ weights + bias`` without building the features: a category's
-        one-hot block times its weights is the weight of the row's level, so it is looked up
-        (the one-hot matrices were a tenth of synthesis time on adult)."""
-        out = np.full(nulls.shape[0], model.bias)
-        at = 0
-        for i in model.values:
-            if i < self.numeric:
-                term, at = model.weights[at] * num[:, i], at + 1
-            else:
-                size = self.sizes[i - self.numeric]
-                term, at = model.weights[at : at + size][cat[:, i - self.numeric]], at + size
-            out += np.where(nulls[:, i], 0.0, term)
-        for i in model.indicators:
-            out += model.weights[at] * nulls[:, i]
-            at += 1
-        return out
 
     def to_json(self) -> dict:
         return {

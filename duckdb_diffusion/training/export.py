@@ -145,11 +145,11 @@ class SampleGraph(_LatentGraph):
             self.denoiser, self.sampler = model.denoiser, sample
             self.sigmas = karras_sigmas(model.config.sampling_steps)
         vae = self.vae
-        self.columns = vae.n_numeric + len(vae.category_sizes)
+        columns = vae.n_numeric + len(vae.category_sizes)
         with torch.no_grad():
             w = vae.dec_w1 * self.std.view(1, -1, 1)  # [columns, latent_dim, hidden]
             b = vae.dec_b1 + torch.einsum("l,clh->ch", self.mean, vae.dec_w1)
-            for j in range(self.columns):  # as F.linear takes them: [hidden, latent_dim]
+            for j in range(columns):  # as F.linear takes them: [hidden, latent_dim]
                 self.register_buffer(f"dec_in_w{j}", w[j].T.contiguous())
                 self.register_buffer(f"dec_in_b{j}", b[j].clone())
             for j in range(vae.n_numeric):
@@ -299,9 +299,9 @@ def quantized(graph: bytes, calibration: dict[str, np.ndarray]) -> bytes:
         root.removeFilter(advice)
 
 
-# A product whose inner dimension is at most this stays float: quantizing its input costs
-# more than its few multiplications (the column VAE's per-column first layers, latent_dim
-# inputs each).
+# A product with at most this many inputs stays float, as does one with a single output:
+# quantizing its input costs more than its few multiplications (the column VAE's per-column
+# decoders: latent_dim inputs to the first layer, one output from a numeric head).
 SMALL_PRODUCT = 8
 
 
