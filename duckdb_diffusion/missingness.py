@@ -69,8 +69,7 @@ class Missingness:
         self.sizes = sizes  # each categorical column's vocabulary size
         # ``draw``'s weight tables, made on its first call (biases are read at every call:
         # calibration shifts them in place).
-        self._values: dict[int, np.ndarray] | None = None
-        self._nulls: dict[int, np.ndarray] | None = None
+        self._tables: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] | None = None
 
     @property
     def targets(self) -> set[int]:
@@ -109,7 +108,7 @@ class Missingness:
         nulls = np.zeros(uniforms.shape, dtype=bool)
         if not self.chain:
             return nulls
-        values, null_weights = self._value_weights(), self._null_weights()
+        values, null_weights = self._weight_tables()
 
         def terms(column: int, rows) -> np.ndarray:
             """[rows, models]: what the column's value in ``rows`` adds to each logit."""
@@ -122,6 +121,8 @@ class Missingness:
             logits += terms(column, slice(None))
 
         def decided(column: int) -> None:
+            if column not in values and column not in null_weights:
+                return  # no model reads it
             rows = np.flatnonzero(nulls[:, column])
             change = null_weights.get(column, 0.0)
             if column in values:
@@ -139,36 +140,31 @@ class Missingness:
             decided(model.target)
         return nulls
 
-    def _value_weights(self) -> dict[int, np.ndarray]:
-        """Per column whose value some model reads: its weights [models] for a numeric
-        column, [levels, models] for a categorical one (a level's row of weights)."""
-        if self._values is None:
-            tables: dict[int, np.ndarray] = {}
+    def _weight_tables(self) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """Each model's weights by column, in the order ``features`` lays them out: per
+        column whose value some model reads, its weights [models] for a numeric column or
+        [levels, models] for a categorical one (a level's row of weights); per column whose
+        NULL flag some model reads, its weights [models]."""
+        if self._tables is None:
+            values: dict[int, np.ndarray] = {}
+            flags: dict[int, np.ndarray] = {}
+            models = len(self.chain)
             for k, model in enumerate(self.chain):
                 at = 0
                 for i in model.values:
                     size = 1 if i < self.numeric else self.sizes[i - self.numeric]
-                    shape = (len(self.chain),) if size == 1 else (size, len(self.chain))
-                    table = tables.setdefault(i, np.zeros(shape))
+                    table = values.setdefault(
+                        i, np.zeros((models,) if size == 1 else (size, models))
+                    )
                     table[..., k] = (
                         model.weights[at] if size == 1 else model.weights[at : at + size]
                     )
                     at += size
-            self._values = tables
-        return self._values
-
-    def _null_weights(self) -> dict[int, np.ndarray]:
-        """Per column whose NULL flag some model reads: its weights [models]."""
-        if self._nulls is None:
-            tables: dict[int, np.ndarray] = {}
-            for k, model in enumerate(self.chain):
-                at = sum(
-                    1 if i < self.numeric else self.sizes[i - self.numeric] for i in model.values
-                )
-                for offset, i in enumerate(model.indicators):
-                    tables.setdefault(i, np.zeros(len(self.chain)))[k] = model.weights[at + offset]
-            self._nulls = tables
-        return self._nulls
+                for i in model.indicators:
+                    flags.setdefault(i, np.zeros(models))[k] = model.weights[at]
+                    at += 1
+            self._tables = values, flags
+        return self._tables
 
     def to_json(self) -> dict:
         return {
