@@ -98,6 +98,20 @@ class Dependencies:
                 rules.append(rule)
         return cls(encoder, rules)
 
+    def always_derived(self, num: np.ndarray, cat: np.ndarray, mask: np.ndarray) -> frozenset:
+        """The derived columns whose rule covers every source value these (training) rows
+        hold: ``apply`` overwrites whatever a graph makes for them, except beside a source
+        value never seen in training (a level in the unseen bucket), where the network's value
+        stands. So no boosted trees are fitted for them (adult's education: 154 trees, 5% of
+        the impute graph's time, every output of them overwritten)."""
+        codes, _ = _codes(self.encoder, num, cat)
+        observed = mask > 0
+        return frozenset(
+            rule.target
+            for rule in self.rules
+            if (rule.lookup[np.unique(codes[observed[:, rule.source], rule.source])] >= 0).all()
+        )
+
     def to_json(self) -> list[dict]:
         return [r.to_json(self.encoder.modelled_names) for r in self.rules]
 

@@ -48,6 +48,13 @@ def test_synthetic_rows_keep_a_determined_column_determined_and_imputation_uses_
     # grade <-> years one to one (one of them is the source), region -> climate (many to one)
     assert {"grade -> years", "years -> grade"} & found and "region -> climate" in found
     assert "climate -> region" not in found and not any("income" in d for d in found)
+    # a derived column's cells are always looked up: no trees are spent on them
+    trees = json.loads(summary)["trees"]
+    fitted = {("grade", "region", "climate")[int(j)] for j in trees["rounds"]}
+    fitted |= {("years", "income")[int(j)] for j in trees["numeric_rounds"]}
+    derived = {d.split(" -> ")[1] for d in found}
+    assert "climate" in derived and not fitted & derived
+    assert {"region", "income"} <= fitted and {"grade", "years"} - derived <= fitted
 
     rows = con.sql("SELECT * FROM synthesize_rows('school', 3000, seed := 2)").fetchall()
     pairs = [(g, y) for g, y, *_ in rows if g is not None and y is not None]

@@ -85,16 +85,41 @@ def test_sql_imputation_learns_a_rule_on_other_cells(graded):
     numeric = [w for w in chosen.get("weights", {}).values() if w > 0]
     assert len(ensembles) == kept + len(numeric)  # trees cut to nothing are not in it
 
-    ddf.install(graded)
-    filled = graded.execute(
+    assert _rule_accuracy(graded, "rules") > 0.95
+
+
+def _rule_accuracy(con, model: str) -> float:
+    """Imputes ``graded`` through SQL with ``model``: every observed cell kept, every NULL
+    filled; -> the accuracy on the NULL grades whose region is known (the rule's input)."""
+    ddf.install(con)
+    filled = con.execute(
         "SELECT i.grade, g.grade, g.truth, g.region IS NOT NULL "
-        "FROM impute_latent_diffusion('rules') i POSITIONAL JOIN graded g"
+        f"FROM impute_latent_diffusion('{model}') i POSITIONAL JOIN graded g"
     ).fetchall()
     assert all(got == given for got, given, _, _ in filled if given is not None)
     assert all(got is not None for got, *_ in filled)
     hidden = [(got, truth) for got, given, truth, known in filled if given is None and known]
-    accuracy = np.mean([got == truth for got, truth in hidden])
-    assert len(hidden) > 300 and accuracy > 0.95
+    assert len(hidden) > 300
+    return float(np.mean([got == truth for got, truth in hidden]))
+
+
+def test_trees_skipped_where_the_predictor_is_sure_still_impute_the_rule(graded, monkeypatch):
+    # small enough a table that every chosen cut and gate is made on few cells
+    monkeypatch.setattr(trees, "ROUNDS_MIN_CELLS", 50)
+    monkeypatch.setattr(trees, "GATE_MIN_SHARE", 0.0)
+    graded.execute("CREATE TABLE gated AS SELECT region, score, noise, grade FROM graded")
+    summary = ddf.train(graded, "gated", **FAST)
+    gates = summary["metrics"]["trees"]["gates"]
+    assert gates and all(level in trees.GATE_LEVELS for level in gates.values())
+    assert summary["metrics"]["onnx_check"]["impute"]["category_agreement"] == 1.0
+    model = ddf.load_model(graded, "gated")
+    graph = onnx.load_from_string(model.artifact.graphs["impute"])
+    onnx.checker.check_model(graph, full_check=True)
+    assert [i.name for i in graph.graph.input] == ["num", "cat", "mask"]
+    assert [o.name for o in graph.graph.output] == ["num_out", "cat_out"]
+    assert any(trees.SURE in node.input for node in graph.graph.node)
+
+    assert _rule_accuracy(graded, "gated") > 0.95
 
 
 def test_category_trees_can_be_turned_off(graded):
@@ -290,10 +315,20 @@ def test_category_rounds_cut_the_trees_of_levels_the_predictor_knows(graded):
     net = knows - np.log(np.exp(knows).sum(1, keepdims=True))
     product = net + trees.margins(fitted, x, sizes)[:, sizes[0] :]
     assert (product.argmax(1) == truth[:, 1])[hidden[:, 1]].mean() > 0.95
+    # where the predictor is sure it is right: its choice stands without the trees there
+    assert grade.confident is not None
 
     graph = trees.trees_graph(fitted, e.num.shape[1], sizes)
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"num": e.num[:400], "cat": e.cat[:400], "mask": e.mask[:400]}
-    got = session.run([trees.MARGINS], feeds)[0]
+    sure = np.zeros((400, len(sizes)), bool)
+    sure[:, 1] = np.random.default_rng(0).random(400) < 0.5
+    got = session.run([trees.MARGINS], {**feeds, trees.SURE: sure})[0]
     want = trees.margins(fitted, trees.features(**feeds), sizes)
+    # rows where the predictor is sure are not walked: they keep the starting values
+    start = trees.margins(
+        fitted, trees.features(**{**feeds, "mask": np.ones_like(e.mask[:400])}), sizes
+    )
+    want[sure[:, 1], sizes[0] :] = start[sure[:, 1], sizes[0] :]
+    assert (~sure[:, 1] & (e.mask[:400, e.num.shape[1] + 1] == 0)).any()
     np.testing.assert_allclose(got, want, atol=1e-4)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import tempfile
 import threading
 import warnings
@@ -92,7 +93,12 @@ class PointGraph(_LatentGraph):
     and the trees' probabilities (their log-probabilities add). With numeric trees, a numeric
     cell's median is a blend of the predictor's and the trees', each column with its weight
     chosen on validation cells. The trees' outputs come in as ``tree_margins`` and
-    ``tree_medians``, inputs that ``trees.attach`` replaces by the trees themselves."""
+    ``tree_medians``, inputs that ``trees.attach`` replaces by the trees themselves.
+
+    A category column with a confidence gate (``trees.ColumnTrees.confident``) keeps the
+    predictor's choice where the predictor gives it that probability or more: those rows'
+    margins are not added, and the third output, ``tree_sure``, tells the trees (attached
+    before it) which rows they need not walk."""
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
@@ -104,6 +110,10 @@ class PointGraph(_LatentGraph):
                 weights[t.column] = t.weight
         self.register_buffer("tree_weights", weights)
         self.tree_inputs = _torch_inputs(model, "impute")[len(INPUTS["impute"]) :]
+        # category column -> the log-probability at or above which its choice stands alone
+        self.sure_at = {
+            t.column: math.log(t.confident) for t in model.trees if not t.numeric and t.confident
+        }
 
     def forward(self, num, cat, mask, *tree_outputs):
         given, tokens = self.given_tokens(num, cat, mask)
@@ -111,14 +121,33 @@ class PointGraph(_LatentGraph):
         outputs = dict(zip(self.tree_inputs, tree_outputs, strict=True))
         if trees.MEDIANS in outputs:
             medians = medians + self.tree_weights * (outputs[trees.MEDIANS] - medians)
+        sure = None
+        if self.sure_at:  # [batch, category columns]: where the predictor's choice stands alone
+            never = torch.zeros(num.shape[0], dtype=torch.bool, device=num.device)
+            sure = torch.stack(
+                [
+                    (lg.amax(dim=-1) - torch.logsumexp(lg, dim=-1)) >= self.sure_at[j]
+                    if j in self.sure_at
+                    else never
+                    for j, lg in enumerate(logits)
+                ],
+                dim=1,
+            )
         if trees.MARGINS in outputs:  # the product's mode: log-probabilities add, and the
             # normalisers (one per row) do not move an argmax, so the logits add
             parts = outputs[trees.MARGINS].split(self.sizes, dim=-1)
+            if sure is not None:
+                parts = [
+                    torch.where(sure[:, j : j + 1], 0.0, tree) if j in self.sure_at else tree
+                    for j, tree in enumerate(parts)
+                ]
             logits = [net + tree for net, tree in zip(logits, parts, strict=True)]
         if logits:
             modes = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
         else:
             modes = torch.zeros(num.shape[0], 0, dtype=torch.int64, device=num.device)
+        if sure is not None:
+            return medians, modes, sure
         return medians, modes
 
 
@@ -196,7 +225,9 @@ def export_graphs(
         module = graph(model).eval()
         inputs = _torch_inputs(model, name)
         with _EXPORT_LOCK:
-            graphs[name] = _export(module, tuple(example[k] for k in inputs), inputs)
+            graphs[name] = _export(
+                module, tuple(example[k] for k in inputs), inputs, _outputs(model, name)
+            )
         if len(inputs) > len(INPUTS[name]):
             graphs[name] = trees.attach(graphs[name], model.trees, n_numeric, category_sizes)
     if model.config.int8 and calibration is not None:
@@ -346,7 +377,14 @@ def _torch_inputs(model: TrainedModel, name: str) -> list[str]:
     return INPUTS[name] + extra
 
 
-def _export(module: nn.Module, args: tuple, inputs: list[str]) -> bytes:
+def _outputs(model: TrainedModel, name: str) -> list[str]:
+    """The graph's outputs as torch sees it: the point graph of a model with gated trees also
+    gives where they may be skipped, which ``trees.attach`` takes out of the outputs."""
+    gated = name == "impute" and trees.gated(model.trees)
+    return OUTPUTS + [trees.SURE] * gated
+
+
+def _export(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str]) -> bytes:
     """The TorchScript exporter first: on an unrolled sampler it takes ~1 s where the dynamo
     exporter takes 20-60 s. The dynamo exporter stays as the path for torch releases that
     drop the older one; ``check_agreement`` validates whichever graph comes out."""
@@ -354,14 +392,14 @@ def _export(module: nn.Module, args: tuple, inputs: list[str]) -> bytes:
         warnings.simplefilter("ignore")
         try:
             buffer = io.BytesIO()
-            axes = {k: {0: "batch"} for k in (*inputs, *OUTPUTS)}
+            axes = {k: {0: "batch"} for k in (*inputs, *outputs)}
             torch.onnx.export(
                 module,
                 args,
                 buffer,
                 dynamo=False,
                 input_names=inputs,
-                output_names=OUTPUTS,
+                output_names=outputs,
                 dynamic_axes=axes,
                 opset_version=OPSET,
             )
@@ -376,7 +414,7 @@ def _export(module: nn.Module, args: tuple, inputs: list[str]) -> bytes:
             dynamo=True,
             external_data=False,
             input_names=inputs,
-            output_names=OUTPUTS,
+            output_names=outputs,
             dynamic_shapes={k: {0: batch} for k in inputs},
             opset_version=OPSET,
             optimize=False,
@@ -422,7 +460,7 @@ def check_agreement(model: TrainedModel, graphs: dict, num, cat, mask, seed: int
         module = graph(model).eval()
         with torch.no_grad():
             inputs = _torch_inputs(model, name)
-            ref_num, ref_cat = module(*(torch.from_numpy(feeds[k]) for k in inputs))
+            ref_num, ref_cat = module(*(torch.from_numpy(feeds[k]) for k in inputs))[:2]
         for stored in (name, int8_name(name)):
             if stored not in graphs:
                 continue

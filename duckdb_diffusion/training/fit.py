@@ -64,7 +64,14 @@ def fit_artifact(
         else Dependencies.fit(encoder, encoded.num, encoded.cat, encoded.mask)
     )
     num = dequantized(encoder, table, encoded, config.seed)
-    trained = train(num, encoded.cat, encoded.mask, encoder.category_sizes, config)
+    trained = train(
+        num,
+        encoded.cat,
+        encoded.mask,
+        encoder.category_sizes,
+        config,
+        derived=dependencies.always_derived(encoded.num, encoded.cat, encoded.mask),
+    )
     check = trained.validation_rows[:CHECK_ROWS]
     # A private model's 8-bit copies would need ranges read off its rows: it has none.
     calibration = None if private else calibration_rows(encoded, trained.validation_rows, config)

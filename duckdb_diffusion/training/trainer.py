@@ -71,9 +71,12 @@ def train(
     mask: np.ndarray,
     category_sizes: list[int],
     config: TrainConfig,
+    derived: frozenset[int] = frozenset(),
 ) -> TrainedModel:
+    """``derived``: columns (modelled positions) whose cells the model's dependencies always
+    overwrite (``Dependencies.always_derived``): no boosted trees are fitted for them."""
     with _ONE_AT_A_TIME:
-        return _train(num, cat, mask, category_sizes, config)
+        return _train(num, cat, mask, category_sizes, config, derived)
 
 
 def _train(
@@ -82,6 +85,7 @@ def _train(
     mask: np.ndarray,
     category_sizes: list[int],
     config: TrainConfig,
+    derived: frozenset[int] = frozenset(),
 ) -> TrainedModel:
     if config.epsilon is not None:
         from .private import train_private
@@ -122,6 +126,7 @@ def _train(
             config.seed,
             categorical=categorical_trees,
             numeric=numeric_trees,
+            skip=derived,
         )
 
     dim = latents.shape[1]
@@ -196,7 +201,8 @@ def _choose_trees(predictor, trees, num, cat, mask, latents, val_rows, config) -
     """Choose, on validation rows with a ``BLEND_HIDE`` share of their observed cells hidden
     (what the exported graph sees when it imputes; HIDE_DRAWS such draws, for more cells),
     each numeric column's share of its trees in the imputed median and each category
-    column's rounds of trees and the levels whose trees they keep; trees that would not
+    column's rounds of trees, the levels whose trees they keep and the predictor's confidence
+    at which they are skipped; trees that would not
     change a value (weight 0, no rounds) are dropped from ``trees``. -> the choices, for the
     training metrics."""
     if not len(val_rows):
@@ -220,6 +226,7 @@ def _choose_trees(predictor, trees, num, cat, mask, latents, val_rows, config) -
             trees, x, [lg.numpy() for lg in logits], cat[rows], hidden[:, n_numeric:]
         )
         chosen["levels_cut"] = {str(t.column): len(t.dropped) for t in trees if t.dropped}
+        chosen["gates"] = {str(t.column): t.confident for t in trees if t.confident}
     return chosen
 
 
