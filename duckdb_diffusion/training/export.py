@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import tempfile
 import threading
 import warnings
@@ -110,10 +109,11 @@ class PointGraph(_LatentGraph):
                 weights[t.column] = t.weight
         self.register_buffer("tree_weights", weights)
         self.tree_inputs = _torch_inputs(model, "impute")[len(INPUTS["impute"]) :]
-        # category column -> the log-probability at or above which its choice stands alone
-        self.sure_at = {
-            t.column: math.log(t.confident) for t in model.trees if not t.numeric and t.confident
-        }
+        # category column -> the probability at or above which its choice stands alone
+        self.sure_at = {t.column: t.confident for t in model.trees if not t.numeric and t.confident}
+        # column -> its levels' margins, as a product (one pass, no per-column broadcasts)
+        spread = torch.eye(len(self.sizes)).repeat_interleave(torch.tensor(self.sizes), dim=1)
+        self.register_buffer("levels_of", spread)
 
     def forward(self, num, cat, mask, *tree_outputs):
         given, tokens = self.given_tokens(num, cat, mask)
@@ -126,7 +126,7 @@ class PointGraph(_LatentGraph):
             never = torch.zeros(num.shape[0], dtype=torch.bool, device=num.device)
             sure = torch.stack(
                 [
-                    (lg.amax(dim=-1) - torch.logsumexp(lg, dim=-1)) >= self.sure_at[j]
+                    torch.softmax(lg, dim=-1).amax(dim=-1) >= self.sure_at[j]
                     if j in self.sure_at
                     else never
                     for j, lg in enumerate(logits)
@@ -135,12 +135,10 @@ class PointGraph(_LatentGraph):
             )
         if trees.MARGINS in outputs:  # the product's mode: log-probabilities add, and the
             # normalisers (one per row) do not move an argmax, so the logits add
-            parts = outputs[trees.MARGINS].split(self.sizes, dim=-1)
-            if sure is not None:
-                parts = [
-                    torch.where(sure[:, j : j + 1], 0.0, tree) if j in self.sure_at else tree
-                    for j, tree in enumerate(parts)
-                ]
+            margins = outputs[trees.MARGINS]
+            if sure is not None:  # a sure choice's row takes no margins (the trees skip it)
+                margins = margins * (1.0 - sure.float() @ self.levels_of)
+            parts = margins.split(self.sizes, dim=-1)
             logits = [net + tree for net, tree in zip(logits, parts, strict=True)]
         if logits:
             modes = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=1)
