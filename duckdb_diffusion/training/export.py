@@ -112,7 +112,8 @@ class PointGraph(_LatentGraph):
         # category column -> the probability at or above which its choice stands alone
         self.sure_at = {t.column: t.confident for t in model.trees if not t.numeric and t.confident}
         # column -> its levels' margins, as a product (one pass, no per-column broadcasts)
-        spread = torch.eye(len(self.sizes)).repeat_interleave(torch.tensor(self.sizes), dim=1)
+        sizes = torch.tensor(self.sizes, dtype=torch.long)
+        spread = torch.eye(len(self.sizes)).repeat_interleave(sizes, dim=1)
         self.register_buffer("levels_of", spread)
 
     def forward(self, num, cat, mask, *tree_outputs):
