@@ -65,6 +65,11 @@ def parse_source(text: str) -> Source:
         ) from None
     if not isinstance(table, exp.Table) or not table.name:
         raise SourceError(f"table name {text!r} is not a table name")
+    if len(table.parts) > 3:  # sqlglot would drop the middle parts: another table
+        raise SourceError(
+            f"table name {text!r} has {len(table.parts)} parts; a table is named by at most "
+            f"three (catalog.schema.table)"
+        )
     parts = [p for p in (table.catalog, table.db, table.name) if p]
     quoted = exp.Table(
         this=exp.to_identifier(parts[-1], quoted=True),

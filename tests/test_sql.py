@@ -44,6 +44,10 @@ def test_quoted_qualified_names_and_subqueries(sql):
         """SELECT * FROM impute_latent_diffusion('"warehouse"."main"."housing"')"""
     ).fetchall()
     assert quoted == plain
+    qualified = sql.execute("SELECT * FROM impute_latent_diffusion('warehouse.main.housing')")
+    assert qualified.fetchall() == plain
+    with pytest.raises(duckdb.Error, match=r"'warehouse.main.x.housing' has 4 parts"):
+        sql.execute("SELECT * FROM impute_latent_diffusion('warehouse.main.x.housing')")
     sub = sql.execute(
         "SELECT count(*), count(total_bedrooms) FROM impute_latent_diffusion("
         "'(SELECT * FROM housing WHERE house_id <= 100)', model := 'housing')"
