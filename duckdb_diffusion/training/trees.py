@@ -245,7 +245,8 @@ def margins(trees: list[ColumnTrees], x: np.ndarray, category_sizes: list[int]) 
     """What ``trees_graph`` computes as ``tree_margins``, by scikit-learn: per level of every
     categorical column, the trees' log-odds on the rows where that column is unobserved (NaN in
     ``x``), their starting log-odds elsewhere (never used there: imputation keeps observed
-    cells), 0 for columns without trees."""
+    cells), 0 for columns without trees. (A gated column's graph leaves its starting log-odds
+    on the rows where ``tree_sure`` holds too; the point graph does not add them there.)"""
     offsets = np.concatenate([[0], np.cumsum(category_sizes)]).astype(int)
     out = np.zeros((len(x), offsets[-1]), dtype=np.float32)
     n_numeric = x.shape[1] - len(category_sizes)
