@@ -49,6 +49,12 @@ MAX_LEVELS = 64
 MAX_CATEGORICAL_FEATURE_LEVELS = 255
 # A leaf needs MIN_LEAF rows, so fewer than twice that cannot be split: no trees then.
 MIN_LEAF = 20
+# Each round's step. 0.2 against 0.1 (adult, the speed table, a new model each run): half
+# the rounds, 357-395 category and 101-121 numeric trees against 580 and 166, the trees'
+# walks 2,448-2,532 against 4,267 ns a row, accuracy on the NULL category cells 0.7780 /
+# 0.7787 against 0.7780; california and default (5,000 rows, 30% MCAR, held out) MAE /
+# accuracy 0.307 / 0.833 and 0.249 / 0.779 against 0.306 / 0.833 and 0.255 / 0.777.
+LEARNING_RATE = 0.2
 ROUNDS_PER_CHUNK = 10
 MAX_ROUNDS = 200
 STALE_CHUNKS = 2
@@ -140,7 +146,7 @@ def fit_trees(
         if not len(others):
             continue
         options = dict(
-            learning_rate=0.1,
+            learning_rate=LEARNING_RATE,
             max_iter=0,
             min_samples_leaf=MIN_LEAF,
             l2_regularization=1.0,  # without it, levels seen a few times run away
