@@ -96,8 +96,8 @@ class PointGraph(_LatentGraph):
 
     A category column with a confidence gate (``trees.ColumnTrees.confident``) keeps the
     predictor's choice where the predictor gives it that probability or more: those rows'
-    margins are not added, and the third output, ``tree_sure``, tells the trees (attached
-    before it) which rows they need not walk."""
+    margins are not added, and the third output, ``tree_sure``, tells the trees (which
+    ``trees.attach`` wires to it) which rows they need not walk."""
 
     def __init__(self, model: TrainedModel):
         super().__init__(model)
