@@ -111,10 +111,10 @@ class PointGraph(_LatentGraph):
         self.tree_inputs = _torch_inputs(model, "impute")[len(INPUTS["impute"]) :]
         # category column -> the probability at or above which its choice stands alone
         self.sure_at = {t.column: t.confident for t in model.trees if not t.numeric and t.confident}
-        # column -> its levels' margins, as a product (one pass, no per-column broadcasts)
-        sizes = torch.tensor(self.sizes, dtype=torch.long)
-        spread = torch.eye(len(self.sizes)).repeat_interleave(sizes, dim=1)
-        self.register_buffer("levels_of", spread)
+        if self.sure_at:  # column -> its levels' margins, as a product (one pass over them)
+            sizes = torch.tensor(self.sizes, dtype=torch.long)
+            spread = torch.eye(len(self.sizes)).repeat_interleave(sizes, dim=1)
+            self.register_buffer("levels_of", spread)
 
     def forward(self, num, cat, mask, *tree_outputs):
         given, tokens = self.given_tokens(num, cat, mask)
