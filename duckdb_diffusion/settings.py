@@ -33,7 +33,7 @@ class TrainConfig:
     # california and adult: column shape 0.045 vs 0.044, 0.071 vs 0.073). So does a narrower
     # predictor: 128 against 256 gave equal or lower MAE on all three datasets under MCAR and
     # MAR (5,000 rows, accuracy within 0.005; full adult, held-out: MAE 0.4076 vs 0.4073,
-    # accuracy 0.745 vs 0.747), and its network costs a third less a row (benchmarks/README,
+    # accuracy 0.745 vs 0.747), and its network takes a third less time (benchmarks/README,
     # speed pass of 2026-12-06, morning: "A narrower point predictor").
     width: int = 160
     predictor_width: int = 128
