@@ -64,7 +64,8 @@ STALE_CHUNKS = 2
 # trees 413 / 454 / 436 -> 280 / 339 / 233, the walks 2,863 / 2,780 / 2,589 -> 2,274 / 2,639
 # / 1,716 ns a row, accuracy on the NULL category cells 0.7786 / 0.7795 / 0.7787 -> 0.7786 /
 # 0.7783 / 0.7784; california, adult and default (5,000 rows, MCAR and MAR, held out) MAE
-# within 0.002 and accuracy -0.005 ... +0.015 (benchmarks/README, 2026-12-06, "Bigger trees").
+# within 0.002 and accuracy -0.005 ... +0.015 (benchmarks/README.md, speed pass of
+# 2026-12-06, day: "63 leaves a tree instead of 31").
 # Capping the depth instead (6, 5: one model each) made more trees for no cheaper walks
 # (2,743, 3,082 ns a row); 15 leaves, more trees for 2,429 ns.
 MAX_LEAF_NODES = 63
