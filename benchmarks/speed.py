@@ -24,6 +24,13 @@ Run from the repository root (peers' environments as in quality.py):
 
     .venv/bin/python benchmarks/speed.py [--sizes 10000,100000,1000000,10000000]
         [--shapes california,adult] [--train-seconds 120] [--peer-timeout 300] [--quick]
+        [--keep-db DIR]
+
+Each run trains its own model, and models trained alike differ (the trees a column keeps vary
+from model to model), so a change of the runtime is best measured on one trained model:
+``--keep-db DIR`` keeps each shape's database (model and tables) in DIR with what the report
+needs beside it, and a later run given the same DIR measures those instead of training (with
+the code it runs: check out the other commit, or put its worktree on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -266,6 +273,34 @@ def build(path: Path, shape: str, sizes: list[int], null_share: float, settings:
     }
 
 
+def kept_or_built(path: Path, shape, sizes, null_share, settings, keep: Path | None) -> dict:
+    """``build``'s answer for ``path``; with ``keep``, the one stored beside a database built
+    by an earlier run (its model and tables measured as they are, sizes it lacks refused),
+    else the database built now and its answer stored beside it."""
+    stored = path.with_suffix(".json")
+    if keep is not None and path.exists() and stored.exists():
+        info = json.loads(stored.read_text())
+        missing = [size for size in sizes if str(size) not in info["incomplete"]]
+        if missing or info["null_share"] != null_share:
+            raise SystemExit(
+                f"{path} was built for sizes {sorted(map(int, info['incomplete']))} and NULL "
+                f"share {info['null_share']}: use another --keep-db folder for these"
+            )
+        info["incomplete"] = {int(k): v for k, v in info["incomplete"].items()}
+        info["model"] = {**info["model"], "kept": True}
+        print(f"measuring the model kept in {path}, built at {info['model']['commit']}")
+        return info
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+    info = build(path, shape, sizes, null_share, settings)
+    info["null_share"] = null_share
+    info["model"] = {"db": str(path), "commit": provenance({})["commit"], "kept": False}
+    if keep is not None:
+        stored.write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
 def measure(path: Path, shape: str, size: int, task: str, door: str) -> dict:
     code = MEASURE.format(
         path=str(path), table=f"{shape}_{size}", model=shape, task=task, door=door, rows=size
@@ -337,6 +372,11 @@ def main() -> None:
     parser.add_argument("--venvs", default=str(ROOT / "benchmarks" / ".venvs"))
     parser.add_argument("--quick", action="store_true", help="10k and 100k rows, 30 s training")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--keep-db",
+        type=Path,
+        help="keep each shape's trained database here; measure the kept one if it is there",
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.train_seconds, args.peer_timeout = "10000,100000", 30.0, 60.0
@@ -347,6 +387,7 @@ def main() -> None:
     peak = peak_flops()
     limit = max(peak.values())
     config = {key: value for key, value in vars(args).items() if key not in ("venvs", "results")}
+    config["keep_db"] = None if args.keep_db is None else str(args.keep_db)
     run = {"provenance": provenance({**config, "training": settings}), "peak_flops": peak}
     run["provenance"]["command"] = " ".join(sys.argv)
     run["provenance"]["versions"]["onnxruntime_device"] = ort.get_device()
@@ -367,8 +408,9 @@ def main() -> None:
     envs = Environments(Path(args.venvs))
     with tempfile.TemporaryDirectory() as folder:
         for shape in args.shapes.split(","):
-            path = Path(folder) / f"{shape}.duckdb"
-            info = build(path, shape, sizes, args.null_share, settings)
+            path = (args.keep_db or Path(folder)) / f"{shape}.duckdb"
+            info = kept_or_built(path, shape, sizes, args.null_share, settings, args.keep_db)
+            run["provenance"].setdefault("models", {})[shape] = info["model"]
             report_training(shape, info)
             print(
                 "| task | rows | rows with a NULL | door | rows/s | seconds | peak RSS MB | "
@@ -419,7 +461,8 @@ def main() -> None:
                             f"{row['seconds']:.1f} | {rate:,.0f} |"
                         )
             print(flush=True)
-            path.unlink()
+            if args.keep_db is None:
+                path.unlink()
     again = peak_flops()
     print(
         f"peak float32 matmul measured again at the end: numpy {again['numpy'] / 1e9:.1f}, "
