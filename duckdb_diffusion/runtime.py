@@ -280,7 +280,7 @@ class Model:
         if copy:
             draws = 1
         nulls = self.encoder.null_cells(batch)
-        need = np.flatnonzero(np.logical_or.reduce(nulls, axis=0))
+        need = np.flatnonzero(nulls.any(axis=0))
         if len(need) == 0:
             return batch
         encoded = self.encoder.encode(batch)
